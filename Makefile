@@ -1,0 +1,29 @@
+# Two commands from nothing: `make demo` runs the tutorial, `make test` runs the tests.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+# The CPU build of torch; GPU users: make install TORCH=torch (or use environment.yml).
+TORCH  ?= torch==2.13.0
+
+.PHONY: demo test install benchmark clean
+
+demo: $(VENV)/.installed  ## run notebooks 01→07 headless on the offline defaults; results under outputs/
+	$(BIN)/python -m subterra tutorial --out outputs
+
+test: $(VENV)/.installed  ## the test suite, notebooks included
+	$(BIN)/python -m pytest
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet "$(TORCH)"
+	$(BIN)/python -m pip install --quiet -e ".[train,dev]"
+	touch $@
+
+benchmark: $(VENV)/.installed  ## print speed figures (never asserted in tests)
+	@for script in benchmarks/*.py; do $(BIN)/python $$script; done
+
+clean:
+	rm -rf outputs .pytest_cache

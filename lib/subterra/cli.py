@@ -1,0 +1,114 @@
+"""Command line: ``python -m subterra COMMAND ...`` (also installed as ``subterra``).
+
+Errors in the user's input print one line to stderr and exit 1; no tracebacks.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from .paths import enumerate_paths, path_stats
+from .workflow import WorkflowError, load_domain, workflow_file
+
+
+def _validate(args) -> int:
+    bad = 0
+    for name in args.files:
+        try:
+            wf = load_domain(name)
+        except WorkflowError as exc:
+            print(exc, file=sys.stderr)
+            bad += 1
+        else:
+            if not args.quiet:
+                print(f"{workflow_file(name)}: ok ({len(wf.nodes)} nodes, {len(wf.edges)} edges)")
+    return 1 if bad else 0
+
+
+def _paths(args) -> int:
+    wf = load_domain(args.file)
+    paths = enumerate_paths(wf)
+    stats = path_stats(wf, paths)
+    if args.json:
+        summary = stats.as_dict()
+        summary.pop("turns")
+        if args.list:
+            summary["path_list"] = [{"id": p.id, "terminal": p.terminal, "nodes": list(p.nodes)} for p in paths]
+        print(json.dumps(summary))
+        return 0
+    print(f"{wf.title}: {stats.nodes} nodes, {stats.decision_hubs} decision hubs "
+          f"({', '.join(wf.decision_hubs)}), {stats.paths} paths, {stats.min_turns}-{stats.max_turns} turns")
+    print("ending in: " + ", ".join(f"{k} {v}" for k, v in stats.terminals.items()))
+    if args.list:
+        for p in paths:
+            print(f"{p.id}  {len(p):>2} turns  {p.terminal:<11}  {' > '.join(p.nodes)}")
+    return 0
+
+
+def _graph(args) -> int:
+    from .views import save_graph
+
+    wf = load_domain(args.file)
+    path = None
+    if args.path:
+        by_id = {p.id: p for p in enumerate_paths(wf)}
+        if args.path not in by_id:
+            raise WorkflowError(f"no path '{args.path}' (ids run p0000..p{len(by_id) - 1:04d})",
+                                file=str(workflow_file(args.file)))
+        path = by_id[args.path]
+    out = save_graph(wf, args.out or f"outputs/{wf.name}/graph.html", path)
+    print(out)
+    return 0
+
+
+def _tutorial(args) -> int:
+    from .tutorial import run_notebooks, tutorial_notebooks
+
+    if not tutorial_notebooks(args.only):
+        print(f"no notebooks match {args.only}", file=sys.stderr)
+        return 1
+    for path in run_notebooks(args.out, args.only):
+        print(path)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="subterra", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = commands.add_parser("validate", help="check workflow files; one error line per bad file")
+    p.add_argument("files", nargs="+", metavar="FILE", help="workflow YAML file or domain name (travel, zoom, ...)")
+    p.add_argument("-q", "--quiet", action="store_true", help="print only errors")
+    p.set_defaults(run=_validate)
+
+    p = commands.add_parser("paths", help="count and list every path through a workflow")
+    p.add_argument("file", metavar="FILE", help="workflow YAML file or domain name")
+    p.add_argument("--json", action="store_true", help="print the summary as one JSON object")
+    p.add_argument("--list", action="store_true", help="also list every path")
+    p.set_defaults(run=_paths)
+
+    p = commands.add_parser("graph", help="write the workflow graph as one offline HTML file")
+    p.add_argument("file", metavar="FILE", help="workflow YAML file or domain name")
+    p.add_argument("--path", help="highlight this path id (e.g. p0007)")
+    p.add_argument("--out", help="output file (default outputs/DOMAIN/graph.html)")
+    p.set_defaults(run=_graph)
+
+    p = commands.add_parser("tutorial", help="run the notebooks headless, in order (what `make demo` does)")
+    p.add_argument("--out", default="outputs", help="where executed notebooks, figures and results go")
+    p.add_argument("--only", nargs="*", metavar="PREFIX", help="run only these notebooks, e.g. 01 02")
+    p.set_defaults(run=_tutorial)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.run(args)
+    except WorkflowError as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130

@@ -1,0 +1,196 @@
+"""Interactive views of a workflow: an offline pyvis graph, a path browser, path-length plots.
+
+The graph HTML is self-contained: vis-network's script and stylesheet are in-lined and
+pyvis's CDN references are removed, so it opens with no network access.
+"""
+
+from __future__ import annotations
+
+import html
+import re
+from pathlib import Path as FilePath
+from typing import Iterable, Mapping
+
+import networkx as nx
+
+from .paths import Path, back_edges, enumerate_paths
+from .workflow import Workflow
+
+ROLE_COLOURS = {"agent": "#4C72B0", "user": "#DD8452"}
+TERMINAL_COLOURS = {"success": "#55A868", "abandonment": "#8C8C8C", "escalation": "#C44E52"}
+FADED = "#E6E6E6"
+HIGHLIGHT = "#F2B701"
+
+_REMOTE_TAG = re.compile(r"<(?:link|script)\b[^>]*\b(?:href|src)\s*=\s*[\"']https?://[^>]*>(?:\s*</script>)?",
+                         re.IGNORECASE | re.DOTALL)
+
+
+def node_colour(workflow: Workflow, node_id: str) -> str:
+    node = workflow.nodes[node_id]
+    return TERMINAL_COLOURS[node.terminal] if node.terminal else ROLE_COLOURS[node.role]
+
+
+def _levels(workflow: Workflow) -> dict[str, int]:
+    """Depth of each node in the loop-free graph (longest path from the start)."""
+    loops = back_edges(workflow)
+    dag = nx.DiGraph()
+    dag.add_nodes_from(workflow.nodes)
+    dag.add_edges_from((e.source, e.target) for e in workflow.edges if (e.source, e.target) not in loops)
+    level = {n: 0 for n in workflow.nodes}
+    for n in nx.topological_sort(dag):
+        for m in dag.successors(n):
+            level[m] = max(level[m], level[n] + 1)
+    return level
+
+
+def graph_html(workflow: Workflow, path: Path | None = None, current: int | None = None,
+               height: str = "640px") -> str:
+    """A standalone HTML page drawing the workflow, with ``path`` (and its step ``current``) highlighted."""
+    from pyvis.network import Network
+
+    net = Network(height=height, width="100%", directed=True, cdn_resources="in_line", notebook=False)
+    on_path = set(path.nodes) if path else set()
+    path_edges = set(path.edges) if path else set()
+    current_node = path.nodes[current] if path is not None and current is not None else None
+    loops = back_edges(workflow)
+    for node_id, level in _levels(workflow).items():
+        node = workflow.nodes[node_id]
+        colour = node_colour(workflow, node_id)
+        if path and node_id not in on_path:
+            colour = FADED
+        title = f"{node.label} ({node.role}{', ' + node.terminal if node.terminal else ''})\n\n{node.prompt}"
+        net.add_node(node_id, label=node.label, title=title, level=level,
+                     color={"background": colour, "border": HIGHLIGHT if node_id == current_node else colour},
+                     borderWidth=6 if node_id == current_node else 1,
+                     shape="box" if node.role == "agent" else "ellipse",
+                     font={"color": "#ffffff" if colour != FADED else "#999999"})
+    for edge in workflow.edges:
+        key = (edge.source, edge.target)
+        on = key in path_edges
+        net.add_edge(edge.source, edge.target, title=edge.when or "", dashes=key in loops,
+                     color=HIGHLIGHT if on else ("#BBBBBB" if path else "#888888"), width=4 if on else 1,
+                     smooth={"type": "curvedCW", "roundness": 0.3} if key in loops else False)
+    net.set_options("""{"layout": {"hierarchical": {"enabled": true, "direction": "UD",
+                        "levelSeparation": 90, "nodeSpacing": 160}},
+                        "physics": {"enabled": false}, "interaction": {"hover": true}}""")
+    page = net.generate_html(notebook=False)
+    return _REMOTE_TAG.sub("", page)
+
+
+def save_graph(workflow: Workflow, file: str | FilePath, path: Path | None = None) -> FilePath:
+    """Write the graph as one offline HTML file and return its path."""
+    file = FilePath(file)
+    file.parent.mkdir(parents=True, exist_ok=True)
+    file.write_text(graph_html(workflow, path), encoding="utf-8")
+    return file
+
+
+def show_graph(workflow: Workflow, path: Path | None = None, current: int | None = None,
+               height: int = 520):
+    """Display the graph inline in Jupyter (an iframe holding the self-contained page)."""
+    from IPython.display import HTML
+
+    return HTML(_iframe(graph_html(workflow, path, current, height=f"{height - 20}px"), height))
+
+
+def _iframe(page: str, height: int) -> str:
+    return (f'<iframe srcdoc="{html.escape(page, quote=True)}" style="width:100%;height:{height}px;'
+            'border:1px solid #ddd"></iframe>')
+
+
+class PathBrowser:
+    """ipywidgets browser: pick a domain, filter paths, step through one on the graph.
+
+    ``PathBrowser(workflows).widget`` is the box to display; its methods are plain so
+    tests can drive it without a front end.
+    """
+
+    def __init__(self, workflows: Mapping[str, Workflow] | Iterable[Workflow]):
+        import ipywidgets as w
+
+        if not isinstance(workflows, Mapping):
+            workflows = {wf.name: wf for wf in workflows}
+        self.workflows = dict(workflows)
+        self._paths = {name: enumerate_paths(wf) for name, wf in self.workflows.items()}
+        self.domain = w.Dropdown(options=list(self.workflows), description="domain")
+        self.kind = w.Dropdown(options=["any", "success", "abandonment", "escalation"], description="ends in")
+        self.length = w.IntRangeSlider(description="turns", min=1, max=1, value=(1, 1))
+        self.path = w.Dropdown(description="path")
+        self.step = w.IntSlider(description="step", min=0, max=0)
+        self.node_view = w.HTML()
+        self.graph_view = w.HTML()
+        self.summary = w.HTML()
+        self.domain.observe(lambda _: self._on_domain(), "value")
+        for control in (self.kind, self.length):
+            control.observe(lambda _: self._on_filter(), "value")
+        self.path.observe(lambda _: self._on_path(), "value")
+        self.step.observe(lambda _: self._render(), "value")
+        self.widget = w.VBox([w.HBox([self.domain, self.kind, self.length]), self.summary,
+                              w.HBox([self.path, self.step]), self.node_view, self.graph_view])
+        self._on_domain()
+
+    @property
+    def workflow(self) -> Workflow:
+        return self.workflows[self.domain.value]
+
+    def filtered(self) -> list[Path]:
+        low, high = self.length.value
+        kind = self.kind.value
+        return [p for p in self._paths[self.domain.value]
+                if low <= len(p) <= high and (kind == "any" or p.terminal == kind)]
+
+    def _on_domain(self) -> None:
+        lengths = [len(p) for p in self._paths[self.domain.value]]
+        self.length.min, self.length.max = 1, max(lengths)
+        self.length.min = min(lengths)
+        self.length.value = (min(lengths), max(lengths))
+        self._on_filter()
+
+    def _on_filter(self) -> None:
+        paths = self.filtered()
+        total = len(self._paths[self.domain.value])
+        self.summary.value = f"<b>{len(paths)}</b> of {total} paths match"
+        self.path.options = [(f"{p.id} · {len(p)} turns · {p.terminal}", p.index) for p in paths]
+        self._on_path()
+
+    def _on_path(self) -> None:
+        path = self.current_path
+        self.step.max = len(path) - 1 if path else 0
+        self.step.value = 0
+        self._render()
+
+    @property
+    def current_path(self) -> Path | None:
+        if self.path.value is None:
+            return None
+        return self._paths[self.domain.value][self.path.value]
+
+    def _render(self) -> None:
+        path = self.current_path
+        if path is None:
+            self.node_view.value = "<i>No path matches these filters.</i>"
+            self.graph_view.value = ""
+            return
+        node = self.workflow.nodes[path.nodes[self.step.value]]
+        examples = "".join(f"<li>{html.escape(e)}</li>" for e in node.examples)
+        self.node_view.value = (
+            f"<h4>Turn {self.step.value + 1}/{len(path)}: {html.escape(node.label)} "
+            f"<small>({node.role}{', ' + node.terminal if node.terminal else ''})</small></h4>"
+            f"<p><b>Prompt</b>: {html.escape(node.prompt)}</p><p><b>Examples</b></p><ul>{examples}</ul>")
+        self.graph_view.value = _iframe(graph_html(self.workflow, path, self.step.value, "460px"), 480)
+
+
+def plot_path_lengths(workflows: Iterable[Workflow], ax=None):
+    """Seaborn histogram of turns per path, one colour per domain."""
+    import matplotlib.pyplot as plt
+    import pandas as pd
+    import seaborn as sns
+
+    rows = [{"domain": wf.name, "turns": len(p)} for wf in workflows for p in enumerate_paths(wf)]
+    frame = pd.DataFrame(rows)
+    if ax is None:
+        _, ax = plt.subplots(figsize=(8, 4))
+    sns.histplot(frame, x="turns", hue="domain", discrete=True, stat="percent", common_norm=False,
+                 element="step", ax=ax)
+    ax.set(title="Turns per path", xlabel="turns (messages) in a path", ylabel="% of the domain's paths")
+    return ax

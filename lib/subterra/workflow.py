@@ -1,0 +1,572 @@
+"""The workflow format: load, validate and hold one conversational procedure.
+
+A workflow is a flowchart F = (N, E, n0, T) written as one YAML file per domain
+(see ``data/workflows/`` and the README's "Workflow format" section). Loading
+either returns a complete, validated :class:`Workflow` or raises
+:class:`WorkflowError`, whose message is one line naming the file, the line,
+the node and the field. Nothing is ever partially loaded.
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+from dataclasses import dataclass, field
+from pathlib import Path as FilePath
+from typing import Any, Mapping
+
+import yaml
+
+ROLES = ("agent", "user")
+TERMINAL_KINDS = ("success", "abandonment", "escalation")
+SLOT = re.compile(r"\{([^{}]*)\}")
+SLOT_NAME = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*)(?:\.([A-Za-z_][A-Za-z0-9_]*))?$")
+IDENT = re.compile(r"^[a-z][a-z0-9_]*$")
+
+
+class WorkflowError(ValueError):
+    """A workflow file that cannot be used, described in one line."""
+
+    def __init__(self, message: str, *, file: str | None = None, line: int | None = None,
+                 node: str | None = None, field: str | None = None):
+        self.message = " ".join(str(message).split())
+        self.file, self.line, self.node, self.field = file, line, node, field
+        super().__init__(str(self))
+
+    def __str__(self) -> str:
+        where = self.file or "<workflow>"
+        if self.line is not None:
+            where += f":{self.line}"
+        parts = [where]
+        if self.node is not None:
+            parts.append(f"node '{self.node}'")
+        if self.field is not None:
+            parts.append(f"field '{self.field}'")
+        return ": ".join(parts) + ": " + self.message
+
+
+# --------------------------------------------------------------------------- conditions
+
+_ALLOWED_OPS = (ast.Eq, ast.NotEq, ast.Lt, ast.LtE, ast.Gt, ast.GtE, ast.In, ast.NotIn)
+
+
+@dataclass(frozen=True)
+class Condition:
+    """A machine-checkable expression over scenario values, e.g. ``budget >= price``.
+
+    The grammar is a small, safe subset of Python: comparisons, ``and``/``or``/``not``,
+    numbers, strings, lists of those, variable names and ``table.field`` for catalogue
+    records. It is parsed once, at load time, and evaluated without ``eval``.
+    """
+
+    source: str
+    tree: ast.Expression = field(repr=False, compare=False)
+    names: frozenset[str] = field(repr=False, compare=False)
+
+    @classmethod
+    def parse(cls, source: str) -> "Condition":
+        try:
+            tree = ast.parse(source.strip(), mode="eval")
+        except SyntaxError as exc:
+            raise ValueError(f"condition does not parse: {source!r} ({exc.msg})") from None
+        names: set[str] = set()
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Name):
+                names.add(node.id)
+            elif isinstance(node, ast.Attribute):
+                if not isinstance(node.value, ast.Name):
+                    raise ValueError(f"condition {source!r}: only 'table.field' attribute access is allowed")
+            elif isinstance(node, ast.Compare):
+                if not all(isinstance(op, _ALLOWED_OPS) for op in node.ops):
+                    raise ValueError(f"condition {source!r}: unsupported comparison")
+            elif not isinstance(node, (ast.Expression, ast.BoolOp, ast.And, ast.Or, ast.UnaryOp, ast.Not,
+                                       ast.USub, ast.Constant, ast.List, ast.Tuple, ast.Load) + _ALLOWED_OPS):
+                raise ValueError(f"condition {source!r}: '{type(node).__name__}' is not allowed "
+                                 "(use comparisons, and/or/not, names and literals)")
+            if isinstance(node, ast.UnaryOp) and not isinstance(node.op, (ast.Not, ast.USub)):
+                raise ValueError(f"condition {source!r}: unsupported operator")
+        return cls(source=source.strip(), tree=tree, names=frozenset(names))
+
+    def evaluate(self, values: Mapping[str, Any]) -> bool:
+        """Evaluate against one scenario: variable name -> value, table name -> record."""
+        return bool(_eval(self.tree.body, values))
+
+
+def _eval(node: ast.AST, values: Mapping[str, Any]) -> Any:
+    if isinstance(node, ast.Constant):
+        return node.value
+    if isinstance(node, ast.Name):
+        return values[node.id]
+    if isinstance(node, ast.Attribute):
+        return values[node.value.id][node.attr]
+    if isinstance(node, (ast.List, ast.Tuple)):
+        return [_eval(e, values) for e in node.elts]
+    if isinstance(node, ast.UnaryOp):
+        operand = _eval(node.operand, values)
+        return (not operand) if isinstance(node.op, ast.Not) else -operand
+    if isinstance(node, ast.BoolOp):
+        results = (_eval(v, values) for v in node.values)
+        return all(results) if isinstance(node.op, ast.And) else any(results)
+    if isinstance(node, ast.Compare):
+        left = _eval(node.left, values)
+        for op, comparator in zip(node.ops, node.comparators):
+            right = _eval(comparator, values)
+            if not _COMPARE[type(op)](left, right):
+                return False
+            left = right
+        return True
+    raise TypeError(f"unsupported expression node {type(node).__name__}")  # excluded by parse()
+
+
+_COMPARE = {
+    ast.Eq: lambda a, b: a == b, ast.NotEq: lambda a, b: a != b,
+    ast.Lt: lambda a, b: a < b, ast.LtE: lambda a, b: a <= b,
+    ast.Gt: lambda a, b: a > b, ast.GtE: lambda a, b: a >= b,
+    ast.In: lambda a, b: a in b, ast.NotIn: lambda a, b: a not in b,
+}
+
+
+# --------------------------------------------------------------------------- the model
+
+@dataclass(frozen=True)
+class Node:
+    """One step of the procedure: a turn spoken by the agent or by the user."""
+
+    id: str
+    role: str                      # "agent" | "user"
+    label: str                     # short human title, shown in views
+    prompt: str                    # template for an LLM teacher / simulator
+    examples: tuple[str, ...]      # example utterances with {slots}, for the offline side
+    terminal: str | None = None    # "success" | "abandonment" | "escalation" | None
+
+    @property
+    def is_terminal(self) -> bool:
+        return self.terminal is not None
+
+
+@dataclass(frozen=True)
+class Edge:
+    """A transition; ``when`` is a sentence an LLM can follow, ``check`` the machine version."""
+
+    source: str
+    target: str
+    when: str | None = None
+    check: Condition | None = None
+
+
+@dataclass(frozen=True)
+class Workflow:
+    name: str
+    title: str
+    system_prompt: str
+    description: str
+    variables: dict[str, tuple[Any, ...]]
+    held_out: dict[str, tuple[Any, ...]]
+    catalogue: dict[str, tuple[dict[str, Any], ...]]
+    nodes: dict[str, Node]
+    edges: tuple[Edge, ...]
+    start: str
+    source: str | None = None
+
+    def successors(self, node_id: str) -> list[Edge]:
+        return [e for e in self.edges if e.source == node_id]
+
+    @property
+    def terminals(self) -> dict[str, str]:
+        """Terminal node id -> kind."""
+        return {n.id: n.terminal for n in self.nodes.values() if n.terminal}
+
+    @property
+    def decision_hubs(self) -> list[str]:
+        """Nodes with more than one outgoing edge (loop back edges included)."""
+        out: dict[str, int] = {}
+        for e in self.edges:
+            out[e.source] = out.get(e.source, 0) + 1
+        return [n for n in self.nodes if out.get(n, 0) > 1]
+
+    def slots(self) -> set[str]:
+        """Every name a ``{slot}`` may use: variables and ``table.field`` for catalogue tables."""
+        names = set(self.variables)
+        for table, records in self.catalogue.items():
+            names.update(f"{table}.{key}" for key in records[0])
+        return names
+
+
+# --------------------------------------------------------------------------- loading
+
+def load_workflow(path: str | FilePath) -> Workflow:
+    """Load and validate a workflow file; raise :class:`WorkflowError` on any problem."""
+    path = FilePath(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise WorkflowError("no such file", file=str(path)) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise WorkflowError(f"cannot read file ({exc.__class__.__name__})", file=str(path)) from None
+    return parse_workflow(text, source=str(path))
+
+
+def parse_workflow(text: str, source: str | None = None) -> Workflow:
+    """Parse and validate workflow YAML text (``source`` names it in errors)."""
+    try:
+        data = yaml.safe_load(text)
+        lines = _line_index(yaml.compose(text, Loader=yaml.SafeLoader))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+        problem = getattr(exc, "problem", None) or "invalid YAML"
+        raise WorkflowError(f"YAML syntax error: {problem}", file=source,
+                            line=mark.line + 1 if mark else None) from None
+    except RecursionError:
+        raise WorkflowError("YAML nesting too deep", file=source) from None
+    return _Validator(data, lines, source).workflow()
+
+
+def _line_index(root: yaml.Node | None) -> dict[tuple, int]:
+    """Map each key path, e.g. ("nodes", 3, "examples", 1), to its 1-based line."""
+    index: dict[tuple, int] = {}
+
+    def walk(node: yaml.Node, path: tuple) -> None:
+        index[path] = node.start_mark.line + 1
+        if isinstance(node, yaml.MappingNode):
+            for key, value in node.value:
+                if isinstance(key, yaml.ScalarNode):
+                    index[path + (key.value,)] = key.start_mark.line + 1
+                    walk(value, path + (key.value,))
+        elif isinstance(node, yaml.SequenceNode):
+            for i, item in enumerate(node.value):
+                walk(item, path + (i,))
+
+    if root is not None:
+        walk(root, ())
+    return index
+
+
+class _Validator:
+    """Turns parsed YAML into a Workflow, checking every field on the way."""
+
+    def __init__(self, data: Any, lines: dict[tuple, int], source: str | None):
+        self.data, self.lines, self.source = data, lines, source
+
+    def fail(self, message: str, path: tuple = (), node: str | None = None, field: str | None = None):
+        line = None
+        for cut in range(len(path), -1, -1):
+            if path[:cut] in self.lines:
+                line = self.lines[path[:cut]]
+                break
+        if field is None and path:
+            field = _field_name(path)
+        raise WorkflowError(message, file=self.source, line=line, node=node, field=field)
+
+    # -- typed getters -------------------------------------------------------------
+    def get(self, mapping: dict, key: str, path: tuple, kind: type | tuple, *, node=None,
+            required=True, default=None):
+        if key not in mapping:
+            if required:
+                self.fail(f"missing required field '{key}'", path, node=node, field=_field_name(path + (key,)))
+            return default
+        value = mapping[key]
+        if kind is str and isinstance(value, str):
+            if not value.strip():
+                self.fail("must not be empty", path + (key,), node=node)
+            return value.strip()
+        if isinstance(value, bool) and bool not in _as_tuple(kind):
+            self.fail(f"expected {_kind_name(kind)}, got a boolean (YAML reads unquoted yes/no/on/off as booleans: "
+                      "quote it)", path + (key,), node=node)
+        if not isinstance(value, kind):
+            self.fail(f"expected {_kind_name(kind)}, got {_type_name(value)}", path + (key,), node=node)
+        return value
+
+    def check_keys(self, mapping: dict, allowed: set[str], path: tuple, node=None):
+        for key in mapping:
+            if key not in allowed:
+                self.fail(f"unknown field '{key}' (allowed: {', '.join(sorted(allowed))})",
+                          path + (key,), node=node, field=_field_name(path + (key,)))
+
+    # -- sections -----------------------------------------------------------------
+    def workflow(self) -> Workflow:
+        if not isinstance(self.data, dict):
+            self.fail(f"a workflow file must be a YAML mapping, got {_type_name(self.data)}")
+        top = self.data
+        self.check_keys(top, {"name", "title", "description", "system_prompt", "variables", "held_out",
+                              "catalogue", "start", "nodes", "edges"}, ())
+        name = self.get(top, "name", (), str)
+        if not IDENT.match(name):
+            self.fail(f"name {name!r} must be lower_snake_case", ("name",))
+        title = self.get(top, "title", (), str, required=False, default=name)
+        description = self.get(top, "description", (), str, required=False, default="")
+        system_prompt = self.get(top, "system_prompt", (), str)
+        if "\n" in system_prompt:
+            self.fail("the deployment system prompt must be one line", ("system_prompt",))
+        variables = self.pools("variables")
+        held_out = self.pools("held_out", required=False)
+        for var, values in held_out.items():
+            if var not in variables:
+                self.fail(f"held-out values for undeclared variable '{var}'", ("held_out", var))
+            overlap = set(map(str, values)) & set(map(str, variables[var]))
+            if overlap:
+                self.fail(f"held-out value {sorted(overlap)[0]!r} is also in the training pool",
+                          ("held_out", var))
+        catalogue = self.catalogue(set(variables))
+        nodes = self.nodes()
+        start = self.get(top, "start", (), str)
+        if start not in nodes:
+            self.fail(f"start node '{start}' is not defined", ("start",))
+        edges = self.edges(nodes)
+        wf = Workflow(name=name, title=title, system_prompt=system_prompt, description=description,
+                      variables=variables, held_out=held_out, catalogue=catalogue, nodes=nodes,
+                      edges=edges, start=start, source=self.source)
+        self.slots_and_conditions(wf)
+        self.structure(wf)
+        return wf
+
+    def pools(self, section: str, required: bool = True) -> dict[str, tuple]:
+        raw = self.get(self.data, section, (), dict, required=required, default={})
+        pools = {}
+        for var, values in raw.items():
+            path = (section, var)
+            if not isinstance(var, str) or not IDENT.match(var):
+                self.fail(f"variable name {var!r} must be lower_snake_case", path)
+            if not isinstance(values, list) or not values:
+                self.fail(f"expected a non-empty list of values, got {_type_name(values)}", path)
+            for i, v in enumerate(values):
+                if isinstance(v, bool) or not isinstance(v, (str, int, float)):
+                    self.fail(f"values must be strings or numbers, got {_type_name(v)}", path + (i,))
+            pools[var] = tuple(values)
+        return pools
+
+    def catalogue(self, variable_names: set[str]) -> dict[str, tuple[dict, ...]]:
+        raw = self.get(self.data, "catalogue", (), dict, required=False, default={})
+        tables = {}
+        for table, records in raw.items():
+            path = ("catalogue", table)
+            if not isinstance(table, str) or not IDENT.match(table):
+                self.fail(f"catalogue table name {table!r} must be lower_snake_case", path)
+            if table in variable_names:
+                self.fail(f"catalogue table '{table}' has the same name as a variable", path)
+            if not isinstance(records, list) or not records:
+                self.fail(f"expected a non-empty list of records, got {_type_name(records)}", path)
+            keys = None
+            for i, record in enumerate(records):
+                if not isinstance(record, dict) or not record:
+                    self.fail(f"each record must be a mapping, got {_type_name(record)}", path + (i,))
+                for k, v in record.items():
+                    if not isinstance(k, str) or not IDENT.match(k):
+                        self.fail(f"record field {k!r} must be lower_snake_case", path + (i,))
+                    if isinstance(v, bool) or not isinstance(v, (str, int, float)):
+                        self.fail(f"record values must be strings or numbers, got {_type_name(v)}",
+                                  path + (i, k))
+                if keys is None:
+                    keys = set(record)
+                elif set(record) != keys:
+                    self.fail(f"record fields {sorted(record)} differ from the first record's {sorted(keys)}",
+                              path + (i,))
+            tables[table] = tuple(dict(r) for r in records)
+        return tables
+
+    def nodes(self) -> dict[str, Node]:
+        raw = self.get(self.data, "nodes", (), list)
+        if not raw:
+            self.fail("a workflow needs at least one node", ("nodes",))
+        nodes: dict[str, Node] = {}
+        for i, item in enumerate(raw):
+            path = ("nodes", i)
+            if not isinstance(item, dict):
+                self.fail(f"each node must be a mapping, got {_type_name(item)}", path)
+            node_id = item.get("id") if isinstance(item.get("id"), str) else None
+            self.check_keys(item, {"id", "role", "label", "prompt", "examples", "terminal"}, path, node=node_id)
+            node_id = self.get(item, "id", path, str)
+            if not IDENT.match(node_id):
+                self.fail(f"node id {node_id!r} must be lower_snake_case", path + ("id",), node=node_id)
+            if node_id in nodes:
+                self.fail("duplicate node id", path + ("id",), node=node_id)
+            role = self.get(item, "role", path, str, node=node_id)
+            if role not in ROLES:
+                self.fail(f"role must be one of {', '.join(ROLES)}, got {role!r}", path + ("role",), node=node_id)
+            label = self.get(item, "label", path, str, node=node_id, required=False,
+                             default=node_id.replace("_", " "))
+            prompt = self.get(item, "prompt", path, str, node=node_id)
+            examples = self.get(item, "examples", path, list, node=node_id)
+            if not examples:
+                self.fail("needs at least one example utterance", path + ("examples",), node=node_id)
+            for j, ex in enumerate(examples):
+                if not isinstance(ex, str) or not ex.strip():
+                    self.fail(f"example utterances must be non-empty strings, got {_type_name(ex)}",
+                              path + ("examples", j), node=node_id)
+            terminal = self.get(item, "terminal", path, str, node=node_id, required=False)
+            if terminal is not None and terminal not in TERMINAL_KINDS:
+                self.fail(f"terminal must be one of {', '.join(TERMINAL_KINDS)}, got {terminal!r}",
+                          path + ("terminal",), node=node_id)
+            nodes[node_id] = Node(id=node_id, role=role, label=label, prompt=prompt,
+                                  examples=tuple(e.strip() for e in examples), terminal=terminal)
+        return nodes
+
+    def edges(self, nodes: dict[str, Node]) -> tuple[Edge, ...]:
+        raw = self.get(self.data, "edges", (), list)
+        edges, seen = [], set()
+        for i, item in enumerate(raw):
+            path = ("edges", i)
+            if not isinstance(item, dict):
+                self.fail(f"each edge must be a mapping, got {_type_name(item)}", path)
+            self.check_keys(item, {"from", "to", "when", "check"}, path)
+            source = self.get(item, "from", path, str)
+            target = self.get(item, "to", path, str, node=source)
+            for end, key in ((source, "from"), (target, "to")):
+                if end not in nodes:
+                    self.fail(f"edge refers to unknown node '{end}'", path + (key,), node=end)
+            if (source, target) in seen:
+                self.fail(f"duplicate edge {source} -> {target}", path, node=source)
+            seen.add((source, target))
+            if nodes[source].is_terminal:
+                self.fail(f"terminal node has an outgoing edge (to '{target}')", path, node=source)
+            if nodes[source].role == nodes[target].role:
+                self.fail(f"edge {source} -> {target} joins two {nodes[source].role} nodes; "
+                          "turns must alternate between agent and user", path, node=source)
+            when = self.get(item, "when", path, str, node=source, required=False)
+            check_src = self.get(item, "check", path, str, node=source, required=False)
+            check = None
+            if check_src is not None:
+                if when is None:
+                    self.fail("an edge with a 'check' also needs a 'when' sentence for LLMs", path, node=source)
+                try:
+                    check = Condition.parse(check_src)
+                except ValueError as exc:
+                    self.fail(str(exc), path + ("check",), node=source)
+            edges.append(Edge(source=source, target=target, when=when, check=check))
+        return tuple(edges)
+
+    def slots_and_conditions(self, wf: Workflow) -> None:
+        known = wf.slots()
+        for i, node in enumerate(wf.nodes.values()):
+            for fld, texts in (("prompt", [node.prompt]), ("examples", node.examples)):
+                for j, text in enumerate(texts):
+                    path = ("nodes", i, fld) if fld == "prompt" else ("nodes", i, fld, j)
+                    for slot in SLOT.findall(text):
+                        if slot not in known:
+                            self.fail(f"undefined slot {{{slot}}} (known: {', '.join(sorted(known))})",
+                                      path, node=node.id)
+                    if "{" in SLOT.sub("", text) or "}" in SLOT.sub("", text):
+                        self.fail("unbalanced '{' or '}' in template", path, node=node.id)
+        sample = {var: values[0] for var, values in wf.variables.items()}
+        sample.update({table: records[0] for table, records in wf.catalogue.items()})
+        for i, edge in enumerate(wf.edges):
+            if edge.check is None:
+                continue
+            path = ("edges", i, "check")
+            attribute_bases = set()
+            for tree_node in ast.walk(edge.check.tree):
+                if isinstance(tree_node, ast.Attribute):
+                    attribute_bases.add(id(tree_node.value))
+                    name = f"{tree_node.value.id}.{tree_node.attr}"
+                    if name not in known:
+                        self.fail(f"condition {edge.check.source!r} uses undefined field '{name}'", path,
+                                  node=edge.source)
+                elif isinstance(tree_node, ast.Name) and id(tree_node) not in attribute_bases:
+                    if tree_node.id not in wf.variables:
+                        self.fail(f"condition {edge.check.source!r} uses undefined variable '{tree_node.id}'",
+                                  path, node=edge.source)
+            try:
+                edge.check.evaluate(sample)
+            except TypeError:
+                self.fail(f"condition {edge.check.source!r} compares values of incompatible types", path,
+                          node=edge.source)
+
+    def structure(self, wf: Workflow) -> None:
+        index = {node_id: i for i, node_id in enumerate(wf.nodes)}
+        succ: dict[str, list[str]] = {n: [] for n in wf.nodes}
+        pred: dict[str, list[str]] = {n: [] for n in wf.nodes}
+        for e in wf.edges:
+            succ[e.source].append(e.target)
+            pred[e.target].append(e.source)
+        if not wf.terminals:
+            self.fail("no terminal node (mark at least one node with 'terminal: success|abandonment|escalation')",
+                      ("nodes",))
+        reachable = _closure([wf.start], succ)
+        for node_id in wf.nodes:
+            if node_id not in reachable:
+                self.fail("node cannot be reached from the start node", ("nodes", index[node_id]), node=node_id)
+        can_finish = _closure(list(wf.terminals), pred)
+        for node_id in wf.nodes:
+            if not succ[node_id] and not wf.nodes[node_id].is_terminal:
+                self.fail("node has no outgoing edge and is not marked terminal", ("nodes", index[node_id]),
+                          node=node_id)
+        for node_id in wf.nodes:
+            if node_id not in can_finish:
+                self.fail("no terminal can be reached from this node (a cycle with no exit?)",
+                          ("nodes", index[node_id]), node=node_id)
+        from .paths import back_edges, IrreducibleLoop  # the path notion owns the loop rules
+
+        try:
+            back_edges(wf)
+        except IrreducibleLoop as exc:
+            self.fail(str(exc), ("nodes", index[exc.node]), node=exc.node)
+
+
+def _closure(seeds: list[str], adjacency: dict[str, list[str]]) -> set[str]:
+    seen, stack = set(seeds), list(seeds)
+    while stack:
+        for nxt in adjacency[stack.pop()]:
+            if nxt not in seen:
+                seen.add(nxt)
+                stack.append(nxt)
+    return seen
+
+
+def _field_name(path: tuple) -> str | None:
+    if not path:
+        return None
+    out = ""
+    for part in path:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def _as_tuple(kind) -> tuple:
+    return kind if isinstance(kind, tuple) else (kind,)
+
+
+def _kind_name(kind) -> str:
+    names = {str: "a string", dict: "a mapping", list: "a list", int: "an integer", bool: "a boolean"}
+    return " or ".join(names.get(k, k.__name__) for k in _as_tuple(kind))
+
+
+def _type_name(value: Any) -> str:
+    if value is None:
+        return "nothing (null)"
+    return {dict: "a mapping", list: "a list", str: "a string", bool: "a boolean", int: "an integer",
+            float: "a number"}.get(type(value), type(value).__name__)
+
+
+def render(template: str, values: Mapping[str, Any]) -> str:
+    """Fill ``{slot}`` and ``{table.field}`` in a template from one scenario's values."""
+
+    def fill(match: re.Match) -> str:
+        name, attr = SLOT_NAME.match(match.group(1)).groups()
+        value = values[name]
+        return str(value[attr] if attr else value)
+
+    return SLOT.sub(fill, template)
+
+
+# --------------------------------------------------------------------------- the shipped domains
+
+DOMAINS = ("travel", "zoom", "insurance")
+
+
+def data_dir() -> FilePath:
+    """The project's ``data/`` folder (override with the ``SUBTERRA_DATA`` environment variable)."""
+    import os
+
+    return FilePath(os.environ.get("SUBTERRA_DATA") or FilePath(__file__).resolve().parents[2] / "data")
+
+
+def workflow_file(domain: str | FilePath) -> FilePath:
+    """A domain name (``travel``) or a file path -> the workflow file."""
+    candidate = FilePath(domain)
+    if candidate.suffix in (".yaml", ".yml") or candidate.exists():
+        return candidate
+    return data_dir() / "workflows" / f"{domain}.yaml"
+
+
+def load_domain(domain: str | FilePath) -> Workflow:
+    """Load a shipped domain by name, or any workflow file by path."""
+    return load_workflow(workflow_file(domain))

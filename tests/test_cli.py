@@ -1,0 +1,60 @@
+"""The command line is a contract other tools use: exit codes, one error line per bad file, JSON."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from subterra.cli import main
+from test_paths import PAPER_SIZES
+
+
+def run(*args):
+    proc = subprocess.run([sys.executable, "-m", "subterra", *args], capture_output=True, text=True)
+    return proc.returncode, proc.stdout, proc.stderr
+
+
+@pytest.mark.parametrize("command", ["", "validate", "paths", "graph"])
+def test_help(command):
+    code, out, _ = run(*([command] if command else []), "--help")
+    assert code == 0 and "usage: subterra" in out
+
+
+def test_validate_reports_each_bad_file_on_one_line(tmp_path, toy_file):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(toy_file.read_text().replace("to: offer}", "to: nowhere}"))
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("name: [unclosed\n")
+    code, out, err = run("validate", str(toy_file), str(bad), str(broken))
+    assert code == 1
+    assert f"{toy_file}: ok" in out
+    lines = err.strip().splitlines()
+    assert len(lines) == 2 and "Traceback" not in err
+    assert lines[0].startswith(f"{bad}:") and "unknown node 'nowhere'" in lines[0]
+    assert lines[1].startswith(f"{broken}:") and "YAML syntax error" in lines[1]
+
+
+def test_validate_shipped_domains_by_name():
+    assert run("validate", "travel", "zoom", "insurance")[0] == 0
+
+
+@pytest.mark.parametrize("domain", PAPER_SIZES)
+def test_paths_json_reports_paper_sizes(domain):
+    code, out, _ = run("paths", f"data/workflows/{domain}.yaml", "--json")
+    assert code == 0
+    summary = json.loads(out)
+    assert set(summary) == {"nodes", "decision_hubs", "paths", "min_turns", "max_turns", "terminals"}
+    assert {k: summary[k] for k in PAPER_SIZES[domain]} == PAPER_SIZES[domain]
+    assert sum(summary["terminals"].values()) == summary["paths"]
+
+
+def test_paths_list_and_graph(toy_file, tmp_path, capsys):
+    assert main(["paths", str(toy_file), "--list"]) == 0
+    out = capsys.readouterr().out
+    assert "6 paths" in out and "p0005" in out and "greet > ask > offer > human > handoff" in out
+    html = tmp_path / "g.html"
+    assert main(["graph", str(toy_file), "--path", "p0002", "--out", str(html)]) == 0
+    assert html.exists() and "vis-network" in html.read_text()
+    assert main(["graph", str(toy_file), "--path", "p9999", "--out", str(html)]) == 1
+    assert "no path 'p9999'" in capsys.readouterr().err

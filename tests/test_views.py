@@ -1,0 +1,58 @@
+"""Notebook 02 / subterra.views: offline graph HTML, the path browser, the length plot."""
+
+import re
+
+import pytest
+
+from subterra import DOMAINS, PathBrowser, enumerate_paths, graph_html, load_domain, load_workflow, plot_path_lengths
+from subterra.views import HIGHLIGHT
+
+REMOTE = re.compile(r"<(script|link)\b[^>]*(src|href)\s*=\s*[\"']?(https?:)?//", re.IGNORECASE)
+
+
+@pytest.mark.parametrize("domain", DOMAINS)
+def test_graph_html_is_offline(domain):
+    page = graph_html(load_domain(domain))
+    assert not REMOTE.search(page), REMOTE.search(page).group(0)
+    assert "new vis.Network" in page and "vis-network" in page  # the library is in-lined
+    assert len(page) > 100_000
+
+
+def test_highlighted_path_is_drawn(toy_file):
+    wf = load_workflow(toy_file)
+    path = enumerate_paths(wf)[2]  # greet ask offer change offer accept done
+    page = graph_html(wf, path, current=3)
+    assert page.count(HIGHLIGHT) >= len(path.edges) - 1
+    plain = graph_html(wf)
+    assert HIGHLIGHT not in plain
+
+
+def test_path_browser_filters_and_steps():
+    browser = PathBrowser([load_domain("travel"), load_domain("zoom")])
+    assert browser.domain.value == "travel"
+    total = len(browser.filtered())
+    assert total == len(enumerate_paths(load_domain("travel")))
+    browser.kind.value = "escalation"
+    esc = browser.filtered()
+    assert 0 < len(esc) < total and all(p.terminal == "escalation" for p in esc)
+    assert f"<b>{len(esc)}</b>" in browser.summary.value
+    low, high = browser.length.value
+    browser.length.value = (low, low)
+    assert all(len(p) == low for p in browser.filtered())
+    browser.kind.value = "any"
+    browser.length.value = (high, high)
+    path = browser.current_path
+    assert len(path) == high
+    browser.step.value = browser.step.max
+    last = load_domain("travel").nodes[path.nodes[-1]]
+    assert last.label in browser.node_view.value and "iframe" in browser.graph_view.value
+    browser.domain.value = "zoom"
+    assert browser.current_path.nodes[0] == load_domain("zoom").start
+
+
+def test_path_length_plot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    ax = plot_path_lengths([load_domain(d) for d in DOMAINS])
+    assert ax.get_xlabel().startswith("turns") and len(ax.get_legend().get_texts()) == 3
