@@ -9,7 +9,9 @@ import argparse
 import json
 import sys
 
+from .backends import BackendError
 from .paths import enumerate_paths, path_stats
+from .scenarios import UnsatisfiablePath
 from .workflow import WorkflowError, load_domain, workflow_file
 
 
@@ -63,6 +65,34 @@ def _graph(args) -> int:
     return 0
 
 
+def _synthesize(args) -> int:
+    import os
+
+    from .backends import DEFAULT_MODELS, get_backend
+    from .synthesis import DEFAULT_SIZES, estimate, plan_corpus, synthesize
+
+    wf = load_domain(args.domain)
+    n = args.n or DEFAULT_SIZES.get(wf.name, 1000)
+    teacher = args.teacher or ("anthropic" if os.environ.get("ANTHROPIC_API_KEY") else "offline")
+    plan = plan_corpus(wf, n, args.seed)
+    cost = estimate(plan, args.model or DEFAULT_MODELS[teacher])
+    coverage = "every one covered" if n >= len(plan.paths) else f"{n} of them sampled"
+    print(f"plan: {cost}; {len(plan.paths)} paths, {coverage}")
+    if args.dry_run:
+        return 0
+    options = {"base_url": args.base_url} if args.base_url else {}
+    backend = get_backend(teacher, args.model, **options)
+    out = args.out or f"outputs/{wf.name}/synthesis"
+    result = synthesize(wf, n, out, backend, seed=args.seed, budget=args.budget, concurrency=args.concurrency)
+    print(f"{result.dialogues}/{result.planned} dialogues in {result.out_dir} "
+          f"({result.written_now} new, {result.calls} backend calls, {result.cache_hits} from cache, "
+          f"${result.dollars:.4f} spent)")
+    if result.stopped:
+        print(f"stopped early: {result.stopped}", file=sys.stderr)
+        return 2
+    return 0
+
+
 def _tutorial(args) -> int:
     from .tutorial import run_notebooks, tutorial_notebooks
 
@@ -95,6 +125,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="output file (default outputs/DOMAIN/graph.html)")
     p.set_defaults(run=_graph)
 
+    p = commands.add_parser("synthesize", help="have a teacher write the dialogue corpus (resumable)")
+    p.add_argument("--domain", required=True, help="domain name or workflow file")
+    p.add_argument("--teacher", choices=["offline", "anthropic", "openai"],
+                   help="backend (default: anthropic if ANTHROPIC_API_KEY is set, else offline)")
+    p.add_argument("--model", help="model name for the backend (default: claude-sonnet-4-5 / gpt-4.1)")
+    p.add_argument("--base-url", help="OpenAI-compatible server, e.g. http://localhost:8000/v1 (vLLM, Ollama)")
+    p.add_argument("--n", type=int, help="number of dialogues (default: the paper's size for the domain)")
+    p.add_argument("--out", help="output folder (default outputs/DOMAIN/synthesis)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--budget", type=float, help="stop cleanly before spending more than this many dollars")
+    p.add_argument("--concurrency", type=int, default=16, help="dialogues written at once")
+    p.add_argument("--dry-run", action="store_true", help="print calls, tokens and dollars, then stop")
+    p.set_defaults(run=_synthesize)
+
     p = commands.add_parser("tutorial", help="run the notebooks headless, in order (what `make demo` does)")
     p.add_argument("--out", default="outputs", help="where executed notebooks, figures and results go")
     p.add_argument("--only", nargs="*", metavar="PREFIX", help="run only these notebooks, e.g. 01 02")
@@ -106,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.run(args)
-    except WorkflowError as exc:
+    except (WorkflowError, BackendError, UnsatisfiablePath) as exc:
         print(exc, file=sys.stderr)
         return 1
     except KeyboardInterrupt:

@@ -194,3 +194,58 @@ def plot_path_lengths(workflows: Iterable[Workflow], ax=None):
                  element="step", ax=ax)
     ax.set(title="Turns per path", xlabel="turns (messages) in a path", ylabel="% of the domain's paths")
     return ax
+
+
+class TranscriptBrowser:
+    """ipywidgets browser for dialogues: read one turn by turn, node labels beside, path on the graph.
+
+    ``rows`` are corpus rows (``datasets`` rows or dicts with ``id``, ``messages``, ``nodes``,
+    ``path_id``); the metadata supplies the labels, the training text is shown as written.
+    """
+
+    def __init__(self, rows, workflow: Workflow):
+        import ipywidgets as w
+
+        self.rows = [dict(r) for r in rows]
+        self.workflow = workflow
+        self._paths = {p.id: p for p in enumerate_paths(workflow)}
+        self.dialogue = w.Dropdown(options=[(f"{r['id']} · {r['path_id']} · {len(r['nodes'])} turns", i)
+                                            for i, r in enumerate(self.rows)], description="dialogue")
+        self.step = w.IntSlider(description="turn", min=1, max=1)
+        self.transcript = w.HTML()
+        self.graph_view = w.HTML()
+        self.dialogue.observe(lambda _: self._on_dialogue(), "value")
+        self.step.observe(lambda _: self._render(), "value")
+        self.widget = w.VBox([w.HBox([self.dialogue, self.step]), w.HBox([self.transcript, self.graph_view])])
+        self.transcript.layout.width = "45%"
+        self.graph_view.layout.width = "55%"
+        self._on_dialogue()
+
+    @property
+    def row(self) -> dict:
+        return self.rows[self.dialogue.value or 0]
+
+    def _on_dialogue(self) -> None:
+        self.step.max = len(self.row["nodes"])
+        self.step.value = self.step.max
+        self._render()
+
+    def transcript_html(self, upto: int) -> str:
+        row = self.row
+        turns = [m for m in row["messages"] if m["role"] != "system"]
+        parts = [f"<p><i>system:</i> {html.escape(row['messages'][0]['content'])}</p>"]
+        for i, (message, node_id) in enumerate(zip(turns[:upto], row["nodes"][:upto])):
+            node = self.workflow.nodes.get(node_id)
+            label = node.label if node else node_id
+            align, colour = ("left", "#EEF3FB") if message["role"] == "assistant" else ("right", "#FCEFE6")
+            parts.append(f'<div style="text-align:{align};margin:4px"><span style="display:inline-block;'
+                         f'background:{colour};padding:6px 10px;border-radius:8px;max-width:85%">'
+                         f'{html.escape(message["content"])}</span><br><small style="color:#888">'
+                         f'turn {i + 1} · {html.escape(label)}</small></div>')
+        return "".join(parts)
+
+    def _render(self) -> None:
+        self.transcript.value = self.transcript_html(self.step.value)
+        path = self._paths.get(self.row["path_id"])
+        if path is not None:
+            self.graph_view.value = _iframe(graph_html(self.workflow, path, self.step.value - 1, "440px"), 460)

@@ -1,0 +1,99 @@
+"""A disk cache and a budget cap around any backend.
+
+Every completion is stored as one JSON file named by the request's key — a hash of
+(backend, model, system, messages, parameters) — so a re-run, or a run resumed after a
+kill, costs nothing for the calls it already made. Files are written atomically (temp
+file + rename), so a kill never leaves a half-written entry.
+
+The budget cap reserves each call's worst-case cost (its prompt plus ``max_tokens`` of
+output) before the call is made and refuses calls that would go over, so concurrent calls
+cannot overshoot the cap.
+"""
+
+from __future__ import annotations
+
+import threading
+import json
+import os
+import tempfile
+from dataclasses import asdict
+from pathlib import Path
+
+from . import Backend, Completion, Request, Usage, approx_tokens
+
+
+class BudgetExceeded(RuntimeError):
+    """The next call would take spending past the budget cap."""
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` so that readers see the old file or the new one, never half of it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+class CachedBackend(Backend):
+    """Wrap ``inner``: answer from the disk cache when possible, stop before ``budget`` dollars."""
+
+    def __init__(self, inner: Backend, cache_dir: str | Path, budget: float | None = None):
+        self.inner = inner
+        self.name, self.model = inner.name, inner.model
+        self.cache_dir = Path(cache_dir)
+        self.budget = budget
+        self.spent = 0.0          # dollars actually spent through this wrapper
+        self.calls = 0            # calls that reached the inner backend
+        self.hits = 0             # calls answered from the cache
+        self.usage = Usage()      # usage of the calls that reached the inner backend
+        self._reserved = 0.0
+        self._lock = threading.Lock()
+
+    def _file(self, key: str) -> Path:
+        return self.cache_dir / key[:2] / f"{key}.json"
+
+    def worst_case(self, request: Request) -> float:
+        words = len(request.system.split()) + sum(len(m["content"].split()) for m in request.messages)
+        usage = Usage(input_tokens=approx_tokens(words) * 2, output_tokens=request.max_tokens)
+        return usage.dollars(self.model)
+
+    async def acomplete(self, request: Request) -> Completion:
+        key = request.key(self.inner.name, self.inner.model)
+        file = self._file(key)
+        if file.exists():
+            try:
+                data = json.loads(file.read_text(encoding="utf-8"))
+                self.hits += 1
+                return Completion(text=data["text"], usage=Usage(**data["usage"]), model=data["model"],
+                                  backend=data["backend"], cached=True)
+            except (ValueError, KeyError, TypeError):
+                file.unlink(missing_ok=True)  # a corrupt entry is re-fetched, never trusted
+        estimate = self.worst_case(request) if self.budget is not None else 0.0
+        with self._lock:
+            if self.budget is not None and self.spent + self._reserved + estimate > self.budget:
+                raise BudgetExceeded(f"budget cap of ${self.budget:.2f} reached (spent ${self.spent:.4f}); "
+                                     "re-run with a higher --budget to continue where this run stopped")
+            self._reserved += estimate
+        try:
+            completion = await self.inner.acomplete(request)
+        finally:
+            with self._lock:
+                self._reserved -= estimate
+        write_atomic(file, json.dumps({"text": completion.text, "usage": asdict(completion.usage),
+                                       "model": completion.model, "backend": completion.backend},
+                                      ensure_ascii=False))
+        with self._lock:
+            self.calls += 1
+            self.spent += completion.dollars
+            self.usage = self.usage + completion.usage
+        return completion
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()

@@ -1,0 +1,167 @@
+"""Notebook 03 / subterra.synthesis + scenarios: the teacher, the corpus, resuming, the budget cap."""
+
+import hashlib
+import json
+
+import pytest
+
+from subterra import enumerate_paths, load_domain, parse_workflow
+from subterra.backends import Backend, Completion, Request, Usage
+from subterra.backends.cache import CachedBackend
+from subterra.scenarios import UnsatisfiablePath, path_checks, sample_scenario
+from subterra.synthesis import (Dialogue, clean_turn, estimate, load_corpus, plan_corpus, read_dialogues,
+                                synthesize)
+from conftest import TOY
+
+
+class Killed(BaseException):
+    """Stands in for a kill: not an Exception, so nothing on the way catches it."""
+
+
+class ScriptedBackend(Backend):
+    """A paid-looking backend: text from the request key, counts calls, can die at call N."""
+
+    name = "scripted"
+
+    def __init__(self, die_at: int | None = None):
+        super().__init__("claude-sonnet-4-5")
+        self.calls, self.die_at = 0, die_at
+
+    async def acomplete(self, request: Request) -> Completion:
+        if self.die_at is not None and self.calls + 1 == self.die_at:
+            raise Killed()
+        self.calls += 1
+        digest = hashlib.sha256(request.key(self.name, self.model).encode()).hexdigest()[:10]
+        return Completion(text=f"Turn {digest}.", usage=Usage(input_tokens=1000, output_tokens=100),
+                          model=self.model, backend=self.name)
+
+
+@pytest.fixture
+def toy():
+    return parse_workflow(TOY, source="toy.yaml")
+
+
+def test_scenarios_satisfy_their_path_and_hold_out_values(toy):
+    for path in enumerate_paths(toy):
+        for i in range(20):
+            scenario = sample_scenario(toy, path, seed=1, scenario_id=f"s{i}")
+            assert all(check.evaluate(scenario.values) for check in path_checks(toy, path))
+            assert scenario.values["city"] in toy.variables["city"]
+            assert sample_scenario(toy, path, seed=1, scenario_id=f"s{i}") == scenario  # reproducible
+        held = sample_scenario(toy, path, seed=1, scenario_id="e0", held_out=True)
+        assert held.values["city"] == "Braga" and held.held_out
+    impossible = parse_workflow(TOY.replace("check: budget < price}", "check: budget < 0}"))
+    path = next(p for p in enumerate_paths(impossible) if "decline" in p.nodes)
+    with pytest.raises(UnsatisfiablePath, match=f"path {path.id}"):
+        sample_scenario(impossible, path, seed=0, scenario_id="x")
+
+
+def test_plan_covers_every_path_and_splits(toy):
+    plan = plan_corpus(toy, 40, seed=3)
+    assert {p.id for _, p, _ in plan.assignments} == {p.id for p in enumerate_paths(toy)}
+    assert sum(split == "eval" for *_, split in plan.assignments) == 4
+    assert len({d for d, _, _ in plan.assignments}) == 40
+    assert plan.calls == sum(len(p) for _, p, _ in plan.assignments)
+    cost = estimate(plan, "claude-sonnet-4-5")
+    assert cost.calls == plan.calls and cost.dollars > 0 and "calls to claude-sonnet-4-5" in str(cost)
+    assert estimate(plan, "offline").dollars == 0
+
+
+@pytest.mark.parametrize("domain", ["travel", "zoom", "insurance"])
+def test_offline_teacher_end_to_end(domain, tmp_path):
+    wf = load_domain(domain)
+    n = 2 * len(enumerate_paths(wf)) if domain != "insurance" else 120
+    result = synthesize(wf, n, tmp_path, "offline", seed=0, progress=False)
+    assert result.complete and result.dialogues == n
+    corpus = load_corpus(tmp_path)
+    rows = list(corpus["train"]) + list(corpus["eval"])
+    assert len(rows) == n and len(corpus["eval"]) == round(n * 0.1)
+    if domain != "insurance":
+        assert {r["path_id"] for r in rows} == {p.id for p in enumerate_paths(wf)}
+    # the training text is plain dialogue: no node ids, conditions, slots or labels in it
+    banned = {n for n in wf.nodes if "_" in n} | {e.check.source for e in wf.edges if e.check}
+    for row in rows:
+        messages = row["messages"]
+        assert messages[0] == {"role": "system", "content": wf.system_prompt}
+        assert len(messages) - 1 == len(row["nodes"])
+        for m, node_id in zip(messages[1:], row["nodes"]):
+            assert m["role"] == {"agent": "assistant", "user": "user"}[wf.nodes[node_id].role]
+            assert m["content"] and "{" not in m["content"] and "}" not in m["content"]
+            assert not any(b in m["content"] for b in banned), m["content"]
+    # scenario values appear in the text: the model has something to copy
+    row = rows[0]
+    values = json.loads(row["scenario"])["values"]
+    text = " ".join(m["content"] for m in row["messages"])
+    assert any(str(v) in text for v in values.values() if not isinstance(v, dict))
+    # paraphrase variety: the same node is not always the same sentence
+    by_node = {}
+    for r in rows:
+        for m, node_id in zip(r["messages"][1:], r["nodes"]):
+            by_node.setdefault(node_id, set()).add(m["content"])
+    assert sum(len(v) > 3 for v in by_node.values()) >= len(by_node) // 2
+
+
+def test_killed_run_resumes_to_the_identical_corpus_without_repeated_calls(toy, tmp_path):
+    clean = ScriptedBackend()
+    synthesize(toy, 60, tmp_path / "clean", clean, progress=False)
+    expected = read_dialogues(tmp_path / "clean" / "dialogues.jsonl")
+    total_turns = sum(len(r["nodes"]) for r in expected)
+    assert clean.calls == total_turns
+
+    dying = ScriptedBackend(die_at=151)
+    with pytest.raises(Killed):
+        synthesize(toy, 60, tmp_path / "run", dying, progress=False)
+    jsonl = tmp_path / "run" / "dialogues.jsonl"
+    written = len(jsonl.read_text().splitlines())
+    assert 0 < written < 60
+    with open(jsonl, "a") as f:
+        f.write('{"id": "toy-07", "messages": [{"role": "sys')  # torn last line from a kill mid-write
+    again = ScriptedBackend()
+    result = synthesize(toy, 60, tmp_path / "run", again, progress=False)
+    assert result.complete and result.written_now == 60 - written
+    assert dying.calls + again.calls == total_turns, "a backend call was repeated"
+    assert read_dialogues(jsonl) == expected
+    assert list(load_corpus(tmp_path / "run")["train"]) == list(load_corpus(tmp_path / "clean")["train"])
+    # a finished run re-run costs nothing
+    idle = ScriptedBackend()
+    assert synthesize(toy, 60, tmp_path / "run", idle, progress=False).complete and idle.calls == 0
+
+
+def test_budget_cap_stops_cleanly_and_a_bigger_budget_finishes(toy, tmp_path):
+    backend = CachedBackend(ScriptedBackend(), tmp_path / "cache", budget=0.20)
+    result = synthesize(toy, 40, tmp_path, backend, progress=False)
+    assert result.stopped and "budget cap" in result.stopped and not result.complete
+    assert 0 < result.dollars <= 0.20
+    assert not (tmp_path / "corpus").exists()
+    rows = read_dialogues(tmp_path / "dialogues.jsonl")
+    assert len(rows) == result.dialogues < 40
+    finish = ScriptedBackend()
+    assert synthesize(toy, 40, tmp_path, CachedBackend(finish, tmp_path / "cache", budget=5.0),
+                      progress=False).complete
+    assert backend.inner.calls + finish.calls == sum(len(p) for _, p, _ in plan_corpus(toy, 40).assignments)
+
+
+def test_dialogue_record_round_trip(toy, tmp_path):
+    synthesize(toy, 12, tmp_path, "offline", progress=False)
+    row = read_dialogues(tmp_path / "dialogues.jsonl")[0]
+    assert Dialogue.from_record(row).to_record(toy.system_prompt) == row
+
+
+def test_clean_turn_strips_labels_and_quotes():
+    assert clean_turn('  Assistant: "Hello there."  ') == "Hello there."
+    assert clean_turn("Customer: I'd like Lisbon.") == "I'd like Lisbon."
+    assert clean_turn("Plain text.") == "Plain text."
+
+
+def test_cli_synthesize_dry_run_and_run(tmp_path, capsys):
+    from subterra.cli import main
+
+    (tmp_path / "toy.yaml").write_text(TOY)
+    assert main(["synthesize", "--domain", str(tmp_path / "toy.yaml"), "--teacher", "anthropic", "--n", "100",
+                 "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "100 dialogues" in out and "claude-sonnet-4-5" in out and "$" in out
+    assert not (tmp_path / "out").exists()
+    assert main(["synthesize", "--domain", str(tmp_path / "toy.yaml"), "--teacher", "offline", "--n", "20",
+                 "--out", str(tmp_path / "out")]) == 0
+    assert len(load_corpus(tmp_path / "out")["train"]) == 18
