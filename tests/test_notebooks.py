@@ -30,6 +30,7 @@ def test_notebook_is_committed_clean(notebook):
 @pytest.mark.parametrize("notebook, settings", [
     ("01_define_graph", {"SUBTERRA_DOMAIN": "travel"}),
     ("02_visualize_paths", {"SUBTERRA_DOMAINS": "travel,zoom,insurance", "SUBTERRA_DOMAIN": "zoom"}),
+    ("03_synthesize", {"SUBTERRA_DOMAIN": "travel", "SUBTERRA_N_DIALOGUES": "100", "SUBTERRA_TEACHER": "offline"}),
 ])
 def test_notebook_runs_headless(notebook, settings, tmp_path):
     from tutorial_helpers import outputs_of
@@ -41,6 +42,9 @@ def test_notebook_runs_headless(notebook, settings, tmp_path):
         assert "unknown node 'good_bye'" in text and "undefined slot {destinaton}" in text
         assert "no terminal can be reached" in text
         assert (tmp_path / "travel" / "graph.html").exists()
+    elif notebook == "03_synthesize":
+        assert "teacher: OfflineBackend" in text and "paths covered: 86 of 86" in text
+        assert (tmp_path / "travel" / "synthesis" / "corpus" / "train").is_dir()
     else:
         assert (tmp_path / "figures" / "path_lengths.png").exists()
         assert all((tmp_path / d / "graph.html").exists() for d in ("travel", "zoom", "insurance"))

@@ -165,3 +165,21 @@ def test_cli_synthesize_dry_run_and_run(tmp_path, capsys):
     assert main(["synthesize", "--domain", str(tmp_path / "toy.yaml"), "--teacher", "offline", "--n", "20",
                  "--out", str(tmp_path / "out")]) == 0
     assert len(load_corpus(tmp_path / "out")["train"]) == 18
+
+
+@pytest.mark.filterwarnings("ignore:The model .* is deprecated:DeprecationWarning")
+@pytest.mark.parametrize("api", ["anthropic", "openai"])
+def test_synthesis_through_a_flaky_api_produces_every_dialogue_once(api, toy, tmp_path):
+    from test_backends_remote import FakeServer, anthropic_backend, openai_backend
+
+    server = FakeServer(fail_rate=0.3, latency=0.001)
+    backend = (anthropic_backend if api == "anthropic" else openai_backend)(server, max_concurrency=6)
+    result = synthesize(toy, 16, tmp_path, backend, progress=False, concurrency=8)
+    assert result.complete and result.written_now == 16
+    rows = read_dialogues(tmp_path / "dialogues.jsonl")
+    assert sorted(r["id"] for r in rows) == sorted(d for d, _, _ in plan_corpus(toy, 16).assignments)
+    turns = sum(len(r["nodes"]) for r in rows)
+    assert sum(server.faults.values()) > 0, "the fake server injected no fault"
+    assert result.calls == turns == sum(server.served.values())
+    assert all(m["content"].startswith("reply to:") for r in rows for m in r["messages"][1:])
+    assert rows[0]["backend"] == api and rows[0]["input_tokens"] > 0

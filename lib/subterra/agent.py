@@ -1,0 +1,164 @@
+"""The subterranean agent: a compiled model deployed with the one-line system prompt and nothing else.
+
+:class:`Agent` loads a model folder written by :func:`subterra.training.train` (or any chat
+model) and writes the next assistant turn from the conversation so far: no node prompts, no
+router, no orchestrator. :func:`evaluate_next_steps` measures what compilation put in the
+weights, with gold customer turns fed in on held-out scenarios (values never seen in
+training): does each generated turn take the right next step of the procedure, and does it
+carry the scenario's values (an unseen city, a price) into what it says?
+"""
+
+from __future__ import annotations
+
+import difflib
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path as FilePath
+from typing import Any
+
+from .workflow import Workflow, render
+
+
+class Agent:
+    """Greedy chat with a compiled model: ``Agent(model_dir).reply(messages) -> str``."""
+
+    def __init__(self, model_dir: str | FilePath, max_new_tokens: int = 128, device: str | None = None):
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        self.tokenizer = AutoTokenizer.from_pretrained(model_dir, padding_side="left")
+        if self.tokenizer.pad_token is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        self.model = AutoModelForCausalLM.from_pretrained(model_dir).to(self.device).eval()
+        self.max_new_tokens = max_new_tokens
+        stops = self.model.generation_config.eos_token_id
+        stops = stops if isinstance(stops, list) else [stops] if stops is not None else []
+        self.stop_ids = sorted({*stops, self.tokenizer.eos_token_id} - {None})
+
+    def reply(self, messages: list[dict]) -> str:
+        """The next assistant turn after ``messages`` (system prompt first, then the conversation)."""
+        return self.reply_batch([messages])[0]
+
+    def reply_batch(self, conversations: list[list[dict]], batch_size: int = 32) -> list[str]:
+        """Next assistant turns for many conversations at once (left-padded batches, greedy)."""
+        import torch
+
+        replies: list[str] = []
+        for i in range(0, len(conversations), batch_size):
+            texts = [self.tokenizer.apply_chat_template(c, tokenize=False, add_generation_prompt=True)
+                     for c in conversations[i:i + batch_size]]
+            enc = self.tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(self.device)
+            with torch.no_grad():
+                out = self.model.generate(**enc, max_new_tokens=self.max_new_tokens, do_sample=False,
+                                          eos_token_id=self.stop_ids, pad_token_id=self.tokenizer.pad_token_id)
+            new = out[:, enc["input_ids"].shape[1]:]
+            replies += [t.strip() for t in self.tokenizer.batch_decode(new, skip_special_tokens=True)]
+        return replies
+
+
+# --------------------------------------------------------------------------- evaluation
+
+def _flat_values(values: dict[str, Any]) -> list[str]:
+    flat = []
+    for value in values.values():
+        flat += [str(v) for v in value.values()] if isinstance(value, dict) else [str(value)]
+    return [v for v in flat if len(v) > 1]
+
+
+def _similarity(a: str, b: str) -> float:
+    return difflib.SequenceMatcher(None, a.lower(), b.lower()).ratio()
+
+
+def nearest_node(workflow: Workflow, text: str, values: dict[str, Any]) -> str:
+    """The agent node whose example utterances, filled with this scenario's values, read most like ``text``."""
+    best, best_score = "", -1.0
+    for node in workflow.nodes.values():
+        if node.role != "agent":
+            continue
+        for example in node.examples:
+            score = _similarity(text, render(example, values))
+            if score > best_score:
+                best, best_score = node.id, score
+    return best
+
+
+@dataclass
+class NextStepReport:
+    dialogues: int
+    turns: int
+    turn_accuracy: float        # generated turns classified as the gold turn's node
+    dialogue_accuracy: float    # dialogues whose every assistant turn took the right step
+    value_carrying: float       # turns with values whose every gold value appears in the generation
+    value_turns: int
+    copy_carrying: float        # the same, counting only values said earlier in the conversation
+    copy_turns: int
+    seconds: float
+    failures: list[dict] = field(default_factory=list, repr=False)
+
+    def __str__(self) -> str:
+        return (f"next step {100 * self.turn_accuracy:.1f}% of {self.turns} turns "
+                f"({100 * self.dialogue_accuracy:.1f}% of {self.dialogues} dialogues all right); "
+                f"values carried {100 * self.value_carrying:.1f}% of {self.value_turns} turns "
+                f"({100 * self.copy_carrying:.1f}% of {self.copy_turns} where the value was said before)")
+
+
+def gold_dialogues(workflow: Workflow, n: int, seed: int = 0) -> list:
+    """``n`` held-out gold dialogues from the offline teacher, paths cycled in a seeded order."""
+    from .backends import get_backend
+    from .paths import enumerate_paths
+    from .scenarios import sample_scenario
+    from .synthesis import _run_sync, write_dialogue
+
+    paths = enumerate_paths(workflow)
+    random.Random(f"eval:{seed}").shuffle(paths)
+    backend = get_backend("offline")
+    out = []
+    for i in range(n):
+        path = paths[i % len(paths)]
+        scenario = sample_scenario(workflow, path, f"eval-{seed}", f"heldout-{i}", held_out=True)
+        out.append(_run_sync(write_dialogue(workflow, path, scenario, backend, f"heldout-{seed}-{i}")))
+    return out
+
+
+def evaluate_next_steps(model_dir: str | FilePath | Agent, workflow: Workflow, n: int = 50,
+                        seed: int = 0) -> NextStepReport:
+    """Teacher-forced next-step evaluation on ``n`` held-out scenarios (gold customer turns fed in)."""
+    start = time.perf_counter()
+    agent = model_dir if isinstance(model_dir, Agent) else Agent(model_dir)
+    dialogues = gold_dialogues(workflow, n, seed)
+    prompts, where = [], []
+    for d, dialogue in enumerate(dialogues):
+        for k, turn in enumerate(dialogue.turns):
+            if turn.role == "assistant":
+                prompts.append(dialogue.messages(workflow.system_prompt)[:k + 1])
+                where.append((d, k))
+    replies = agent.reply_batch(prompts)
+    right_dialogue = [True] * len(dialogues)
+    right = value_turns = value_ok = copy_turns = copy_ok = 0
+    failures = []
+    for (d, k), reply in zip(where, replies):
+        dialogue = dialogues[d]
+        gold = dialogue.turns[k]
+        values = dialogue.scenario.values
+        step_ok = nearest_node(workflow, reply, values) == gold.node
+        right += step_ok
+        right_dialogue[d] &= step_ok
+        said = [v for v in _flat_values(values) if v in gold.content]
+        before = " ".join(t.content for t in dialogue.turns[:k])
+        copied = [v for v in said if v in before]
+        carried = all(v in reply for v in said)
+        if said:
+            value_turns += 1
+            value_ok += carried
+        if copied:
+            copy_turns += 1
+            copy_ok += all(v in reply for v in copied)
+        if not (step_ok and carried) and len(failures) < 20:
+            failures.append({"dialogue": dialogue.id, "node": gold.node, "gold": gold.content, "reply": reply})
+    return NextStepReport(dialogues=len(dialogues), turns=len(replies), turn_accuracy=right / max(len(replies), 1),
+                          dialogue_accuracy=sum(right_dialogue) / max(len(dialogues), 1),
+                          value_carrying=value_ok / max(value_turns, 1), value_turns=value_turns,
+                          copy_carrying=copy_ok / max(copy_turns, 1), copy_turns=copy_turns,
+                          seconds=time.perf_counter() - start, failures=failures)
