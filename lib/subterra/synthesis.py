@@ -15,18 +15,17 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import random
 import re
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path as FilePath
 from typing import Any, Iterable
 
-from .backends import Backend, Completion, Request, Usage, approx_tokens, get_backend
+from .backends import Backend, Completion, Request, Usage, approx_tokens, get_backend, run_sync
 from .backends.cache import BudgetExceeded, CachedBackend
 from .paths import Path, enumerate_paths
-from .scenarios import Persona, Scenario, sample_scenario
+from .scenarios import Scenario, sample_scenario
+from .store import append_jsonl, read_jsonl, save_dataset
 from .workflow import Workflow, render
 
 # Paper sizes: travel 2,125 dialogues (1,912 train / 213 eval); Zoom 6,264 training; insurance 3,000.
@@ -259,26 +258,6 @@ class SynthesisResult:
         return self.stopped is None and self.dialogues == self.planned
 
 
-def _read_done(jsonl: FilePath) -> dict[str, dict]:
-    """Dialogues already written; a torn last line (a kill mid-write) is dropped from the file."""
-    done: dict[str, dict] = {}
-    if not jsonl.exists():
-        return done
-    good_bytes = 0
-    with open(jsonl, "rb") as f:
-        for raw in f:
-            try:
-                row = json.loads(raw)
-                done[row["id"]] = row
-                good_bytes += len(raw)
-            except (ValueError, KeyError):
-                break
-    if good_bytes != jsonl.stat().st_size:
-        with open(jsonl, "r+b") as f:
-            f.truncate(good_bytes)
-    return done
-
-
 def synthesize(workflow: Workflow, n: int, out_dir: str | FilePath, backend: Backend | str | None = None,
                seed: int = 0, budget: float | None = None, concurrency: int = 16,
                progress: bool = True) -> SynthesisResult:
@@ -288,18 +267,7 @@ def synthesize(workflow: Workflow, n: int, out_dir: str | FilePath, backend: Bac
     ``cache/`` (one file per backend call), ``corpus/`` (a ``datasets.DatasetDict`` with
     ``train`` and ``eval`` splits, rows in dialogue-id order).
     """
-    return _run_sync(asynthesize(workflow, n, out_dir, backend, seed, budget, concurrency, progress))
-
-
-def _run_sync(coro):
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return asyncio.run(coro)
-    import concurrent.futures  # inside Jupyter's loop: run on a worker thread
-
-    with concurrent.futures.ThreadPoolExecutor(1) as pool:
-        return pool.submit(asyncio.run, coro).result()
+    return run_sync(asynthesize(workflow, n, out_dir, backend, seed, budget, concurrency, progress))
 
 
 async def asynthesize(workflow: Workflow, n: int, out_dir: str | FilePath, backend: Backend | str | None = None,
@@ -313,7 +281,7 @@ async def asynthesize(workflow: Workflow, n: int, out_dir: str | FilePath, backe
     cached = inner if isinstance(inner, CachedBackend) else CachedBackend(inner, out_dir / "cache", budget)
     plan = plan_corpus(workflow, n, seed)
     jsonl = out_dir / "dialogues.jsonl"
-    done = _read_done(jsonl)
+    done = read_jsonl(jsonl, "id")
     todo = [a for a in plan.assignments if a[0] not in done]
     stopped: str | None = None
     written = 0
@@ -334,9 +302,7 @@ async def asynthesize(workflow: Workflow, n: int, out_dir: str | FilePath, backe
                 stopped = str(exc)
                 return
             dialogue.split = split
-            f.write(json.dumps(dialogue.to_record(workflow.system_prompt), ensure_ascii=False) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
+            append_jsonl(f, dialogue.to_record(workflow.system_prompt))
             done[dialogue_id] = True
             written += 1
             bar.update(1)
@@ -357,23 +323,17 @@ async def asynthesize(workflow: Workflow, n: int, out_dir: str | FilePath, backe
 
 def read_dialogues(jsonl: str | FilePath) -> list[dict]:
     """Rows of a ``dialogues.jsonl``, sorted by dialogue id."""
-    return sorted(_read_done(FilePath(jsonl)).values(), key=lambda row: row["id"])
+    return sorted(read_jsonl(FilePath(jsonl), "id").values(), key=lambda row: row["id"])
 
 
 def save_corpus(rows: Iterable[dict], target: FilePath):
     """Save rows as a ``datasets.DatasetDict`` (train / eval), atomically (temp folder + rename)."""
-    import datasets
     from datasets import Dataset, DatasetDict
 
-    datasets.disable_progress_bars()
     rows = list(rows)
     splits = {name: [r for r in rows if r["split"] == name] for name in ("train", "eval")}
     corpus = DatasetDict({name: Dataset.from_list(part) for name, part in splits.items() if part})
-    tmp = target.with_name(target.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    corpus.save_to_disk(str(tmp))
-    shutil.rmtree(target, ignore_errors=True)
-    os.replace(tmp, target)
+    save_dataset(corpus, target)
     return corpus
 
 

@@ -208,9 +208,11 @@ def load_workflow(path: str | FilePath) -> Workflow:
 
 def parse_workflow(text: str, source: str | None = None) -> Workflow:
     """Parse and validate workflow YAML text (``source`` names it in errors)."""
+    loader = _Loader(text)
     try:
-        data = yaml.safe_load(text)
-        lines = _line_index(yaml.compose(text, Loader=yaml.SafeLoader))
+        root = loader.get_single_node()          # parse once: the node tree gives line numbers,
+        data = loader.construct_document(root) if root is not None else None   # and the values
+        lines = _line_index(root)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
         problem = getattr(exc, "problem", None) or "invalid YAML"
@@ -218,7 +220,12 @@ def parse_workflow(text: str, source: str | None = None) -> Workflow:
                             line=mark.line + 1 if mark else None) from None
     except RecursionError:
         raise WorkflowError("YAML nesting too deep", file=source) from None
+    finally:
+        loader.dispose()
     return _Validator(data, lines, source).workflow()
+
+
+_Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)   # libyaml when present: the same rules, faster
 
 
 def _line_index(root: yaml.Node | None) -> dict[tuple, int]:

@@ -99,6 +99,18 @@ class Completion:
         return self.usage.dollars(self.model)
 
 
+def run_sync(coro):
+    """Run a coroutine to completion from sync code, also inside a running loop (e.g. Jupyter)."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(coro)
+    import concurrent.futures  # a loop is running here: give the coroutine its own loop on a worker thread
+
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, coro).result()
+
+
 class BackendError(RuntimeError):
     """A model call that failed for good (after retries), described in one line."""
 
@@ -115,15 +127,7 @@ class Backend:
         raise NotImplementedError
 
     def complete(self, request: Request) -> Completion:
-        try:
-            asyncio.get_running_loop()
-        except RuntimeError:
-            return asyncio.run(self.acomplete(request))
-        # inside a running loop (e.g. Jupyter): run in a worker thread with its own loop
-        import concurrent.futures
-
-        with concurrent.futures.ThreadPoolExecutor(1) as pool:
-            return pool.submit(asyncio.run, self.acomplete(request)).result()
+        return run_sync(self.acomplete(request))
 
     async def aclose(self) -> None:
         return None

@@ -12,33 +12,17 @@ cannot overshoot the cap.
 
 from __future__ import annotations
 
-import threading
 import json
-import os
-import tempfile
+import threading
 from dataclasses import asdict
 from pathlib import Path
 
+from ..store import write_atomic
 from . import Backend, Completion, Request, Usage, approx_tokens
 
 
 class BudgetExceeded(RuntimeError):
     """The next call would take spending past the budget cap."""
-
-
-def write_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` so that readers see the old file or the new one, never half of it."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 class CachedBackend(Backend):
