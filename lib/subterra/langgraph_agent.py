@@ -1,0 +1,107 @@
+"""The LangGraph condition: a frontier model inside a LangGraph ``StateGraph``.
+
+The paper's surface-orchestration baseline: one graph node per workflow agent node, and an
+LLM router at decision hubs that reads the conversation and picks the edge. Every agent
+turn is one run of the graph: ``route`` decides where the conversation is, then that
+node's LLM call writes the turn from the node's prompt. Needs the optional extra
+``pip install -e ".[langgraph]"``.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from typing import TypedDict
+
+from .backends import Backend, Request, Usage
+from .scenarios import Scenario
+from .simulation import AgentTurn, Condition
+from .workflow import Workflow
+
+ROUTER = """You route a customer-service conversation through a procedure. Read the conversation and \
+decide which option describes what should happen next. Reply with the option's number only.
+
+Options:
+{options}"""
+
+
+class _State(TypedDict):
+    messages: list[dict]
+    node: str | None
+    reply: str
+    usage: Usage
+    dollars: float
+
+
+class LangGraphCondition(Condition):
+    name = "langgraph"
+    needs_frontier = True
+
+    def __init__(self, workflow: Workflow, backend: Backend):
+        from langgraph.graph import END, START, StateGraph
+
+        self.workflow, self.backend = workflow, backend
+        self.node: str | None = None
+        agent_nodes = [n.id for n in workflow.nodes.values() if n.role == "agent"]
+        graph = StateGraph(_State)
+        graph.add_node("route", self._route)
+        for node_id in agent_nodes:
+            graph.add_node(node_id, self._speaker(node_id))
+            graph.add_edge(node_id, END)
+        graph.add_edge(START, "route")
+        graph.add_conditional_edges("route", lambda state: state["node"], {n: n for n in agent_nodes})
+        self.graph = graph.compile()
+
+    def reset(self, scenario: Scenario) -> None:
+        self.node = None
+
+    def options(self, node: str | None) -> list[tuple[str, str]]:
+        """(next agent node, description) pairs reachable in one exchange from ``node``."""
+        if node is None:
+            return [(self.workflow.start, "Start the conversation.")]
+        out = []
+        for to_user in self.workflow.successors(node):
+            for to_agent in self.workflow.successors(to_user.target):
+                said = to_user.when or f"The customer: {self.workflow.nodes[to_user.target].prompt}"
+                then = f" Then: {to_agent.when}" if to_agent.when else ""
+                out.append((to_agent.target, said + then))
+        return out or [(node, "Continue.")]
+
+    def _call(self, state: _State, request: Request) -> str:
+        completion = self.backend.complete(request)
+        state["usage"] = state["usage"] + completion.usage
+        state["dollars"] += completion.dollars
+        return completion.text.strip()
+
+    def _route(self, state: _State) -> dict:
+        options = self.options(state["node"])
+        if len({target for target, _ in options}) == 1:
+            return {"node": options[0][0]}
+        listing = "\n".join(f"{i + 1}. {text}" for i, (_, text) in enumerate(options))
+        answer = self._call(state, Request(system=ROUTER.format(options=listing), messages=state["messages"],
+                                           max_tokens=5, temperature=0.0, tag="langgraph-router"))
+        number = re.search(r"\d+", answer)
+        pick = int(number.group()) - 1 if number else 0
+        return {"node": options[pick if 0 <= pick < len(options) else 0][0], "usage": state["usage"],
+                "dollars": state["dollars"]}
+
+    def _speaker(self, node_id: str):
+        node = self.workflow.nodes[node_id]
+
+        def speak(state: _State) -> dict:
+            system = f"{self.workflow.system_prompt}\nCurrent step: {node.prompt}\nSpeak as the assistant."
+            messages = state["messages"] or [{"role": "user", "content": "(The customer has just connected.)"}]
+            reply = self._call(state, Request(system=system, messages=messages, max_tokens=400, temperature=0.0,
+                                              tag="langgraph-node"))
+            return {"reply": reply, "usage": state["usage"], "dollars": state["dollars"]}
+
+        return speak
+
+    def respond(self, messages: list[dict]) -> AgentTurn:
+        start = time.perf_counter()
+        state = self.graph.invoke({"messages": messages, "node": self.node, "reply": "", "usage": Usage(),
+                                   "dollars": 0.0})
+        self.node = state["node"]
+        u = state["usage"]
+        return AgentTurn(state["reply"], u.input_tokens + u.cache_read_tokens + u.cache_write_tokens,
+                         u.output_tokens, time.perf_counter() - start, state["dollars"], node=self.node)

@@ -1,0 +1,45 @@
+"""subterra.conformance: nodes recognised from text, traces checked against the graph."""
+
+import json
+
+from subterra import load_domain, parse_workflow
+from subterra.conformance import NodeMatcher, conformance, mask_values
+from subterra.synthesis import read_dialogues, synthesize
+from conftest import TOY
+
+
+def test_values_are_masked_before_matching():
+    assert mask_values("I found Braga for 300.", {"city": "Braga", "price": 300}) == "I found <v> for <v>."
+    assert mask_values("I found {city} for {price}.", None) == "I found <v> for <v>."
+
+
+def test_matcher_recognises_nodes_with_unseen_values():
+    toy = parse_workflow(TOY)
+    matcher = NodeMatcher(toy, role="agent")
+    values = {"city": "Reykjavik", "price": 999, "desk": {"name": "Harbour desk", "hours": "0-24"}}
+    assert matcher.match("I found Reykjavik for 999.", values).node == "offer"
+    assert matcher.match("The Harbour desk (0-24) will take over.", values).node == "handoff"
+    best = matcher.match("Booked Reykjavik!", values)
+    assert best.node == "done" and best.margin > 0
+
+
+def test_offline_dialogues_trace_back_to_their_paths(tmp_path):
+    workflow = load_domain("insurance")
+    synthesize(workflow, 60, tmp_path, "offline", progress=False)
+    matcher = NodeMatcher(workflow, role=None)
+    for row in read_dialogues(tmp_path / "dialogues.jsonl"):
+        values = json.loads(row["scenario"])["values"]
+        expected = workflow.nodes[row["nodes"][-1]].terminal
+        trace = conformance(workflow, row["messages"], values, expected, matcher)
+        assert trace.nodes == row["nodes"] and trace.adherent
+
+
+def test_a_skipped_step_is_an_invalid_path():
+    toy = parse_workflow(TOY)
+    messages = [{"role": "assistant", "content": "Hello, which city?"},
+                {"role": "user", "content": "A trip to Faro, budget 900."},
+                {"role": "assistant", "content": "Booked Faro!"}]      # skipped the offer
+    trace = conformance(toy, messages, {"city": "Faro", "budget": 900}, expected_end="success")
+    assert trace.nodes == ["greet", "ask", "done"]
+    assert not trace.valid_path and trace.invalid_steps == [(2, "ask", "done")] and trace.right_ending
+    assert not trace.adherent

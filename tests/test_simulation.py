@@ -1,0 +1,183 @@
+"""Notebook 05 / subterra.simulation: the simulated customer, the conditions, resumable paired runs."""
+
+import pytest
+
+from subterra import enumerate_paths, load_domain, parse_workflow
+from subterra.simulation import (STOP, InContext, Orchestrated, OfflineUser, Subterranean, converse,
+                                 evaluation_scenarios, extract_values, load_transcripts, serialise_workflow,
+                                 simulate)
+from conftest import TOY
+
+
+class Killed(BaseException):
+    pass
+
+
+@pytest.fixture(scope="module")
+def toy():
+    return parse_workflow(TOY, source="toy.yaml")
+
+
+@pytest.fixture(scope="module")
+def tiny_agent(tmp_path_factory, toy):
+    from subterra.agent import Agent
+    from subterra.synthesis import load_corpus, synthesize
+    from subterra.training import train
+    from test_training import TINY
+
+    data = tmp_path_factory.mktemp("corpus")
+    synthesize(toy, 120, data, "offline", progress=False)
+    model_dir = tmp_path_factory.mktemp("model")
+    train(load_corpus(data), model_dir, None, max_steps=3, **TINY)
+    return Agent(model_dir, max_new_tokens=12)
+
+
+def test_evaluation_scenarios_are_held_out_and_identical_for_every_condition(toy):
+    first, again = evaluation_scenarios(toy, 30, seed=4), evaluation_scenarios(toy, 30, seed=4)
+    assert [s.to_json() for s in first] == [s.to_json() for s in again]
+    assert len({s.id for s in first}) == 30
+    assert all(s.values["city"] == "Braga" and s.held_out for s in first)
+    assert {s.path_id for s in first} == {p.id for p in enumerate_paths(toy)}
+
+
+def test_extract_values_hears_only_what_was_said(toy):
+    heard = extract_values(toy, "A trip to Braga, budget 900. The Night desk is open.")
+    assert heard["city"] == "Braga" and heard["budget"] == 900 and heard["desk"]["name"] == "Night desk"
+    assert "price" not in heard
+
+
+def test_offline_customer_follows_its_scenario_against_a_perfect_controller(toy):
+    paths = {p.id: p for p in enumerate_paths(toy)}
+    adherent = 0
+    scenarios = evaluation_scenarios(toy, 24)
+    for scenario in scenarios:
+        path = paths[scenario.path_id]
+        transcript = converse(Orchestrated(toy), OfflineUser(toy, scenario, path), toy, scenario, path)
+        assert transcript.stop_reason.startswith("terminal:") or transcript.challenged, transcript
+        assert transcript.messages[0]["role"] == "assistant"
+        adherent += transcript.valid_path and transcript.right_ending
+    assert adherent >= 0.8 * len(scenarios)
+
+
+def test_offline_customer_corrects_a_wrong_value_and_stops_on_loops(toy):
+    from dataclasses import replace
+
+    from subterra.scenarios import Persona
+
+    path = next(p for p in enumerate_paths(toy) if "accept" in p.nodes)
+    scenario = evaluation_scenarios(toy, 6)[0]
+    scenario = replace(scenario, persona=Persona("polite", "plain", "corrects_value"))
+    user = OfflineUser(toy, scenario, path)
+    reply = user.respond([{"role": "assistant", "content": "I found Lisbon for 300."}])
+    assert reply.challenge and "Braga" in reply.text
+    looping = OfflineUser(toy, scenario, path)
+    stuck = [{"role": "assistant", "content": "Hello, which city?"}]
+    reasons = [looping.respond(stuck).reason for _ in range(3)]
+    assert reasons[-1] == "loop"
+    assert looping.respond([{"role": "assistant", "content": "Booked Braga!"}]).text == STOP
+
+
+def test_subterranean_condition_uses_only_the_one_line_prompt(toy, tiny_agent):
+    seen = []
+    original = tiny_agent.reply
+
+    def spy(chat):
+        seen.append(chat)
+        return original(chat)
+
+    tiny_agent.reply = spy
+    try:
+        scenario = evaluation_scenarios(toy, 1)[0]
+        path = {p.id: p for p in enumerate_paths(toy)}[scenario.path_id]
+        transcript = converse(Subterranean(tiny_agent, toy), OfflineUser(toy, scenario, path, max_turns=8), toy,
+                              scenario, path, max_turns=8)
+    finally:
+        tiny_agent.reply = original
+    assert all(chat[0] == {"role": "system", "content": toy.system_prompt} for chat in seen)
+    assert all(m["role"] != "system" for chat in seen for m in chat[1:])
+    assert transcript.agent_turns >= 1 and all(t > 0 for t in transcript.prompt_tokens)
+    assert transcript.dollars > 0 and transcript.stop_reason in ("turn_limit", "loop") or \
+        transcript.stop_reason.startswith("terminal:")
+
+
+def test_orchestrated_condition_injects_the_node_prompt_into_the_small_model(toy, tiny_agent):
+    seen = []
+    original = tiny_agent.reply
+    tiny_agent.reply = lambda chat: (seen.append(chat), original(chat))[1]
+    try:
+        scenario = evaluation_scenarios(toy, 1)[0]
+        path = {p.id: p for p in enumerate_paths(toy)}[scenario.path_id]
+        converse(Orchestrated(toy, tiny_agent), OfflineUser(toy, scenario, path, max_turns=6), toy, scenario, path,
+                 max_turns=6)
+    finally:
+        tiny_agent.reply = original
+    assert seen and seen[0][0]["content"].startswith(toy.system_prompt + "\nCurrent step: Greet the customer")
+
+
+def test_simulate_pairs_conditions_records_failures_and_resumes(toy, tmp_path):
+    class Flaky(Orchestrated):
+        name = "flaky"
+
+        def respond(self, messages):
+            if self.scenario_id.endswith("3"):
+                raise ValueError("model server went away")
+            return super().respond(messages)
+
+    class Dying(Orchestrated):
+        name = "dying"
+        calls = 0
+
+        def reset(self, scenario):
+            Dying.calls += 1
+            if Dying.calls == 7:
+                raise Killed()
+            super().reset(scenario)
+
+    results = simulate(toy, [Orchestrated(toy), Flaky(toy)], tmp_path, n=12, progress=False)
+    ids = [r["scenario_id"] for r in results["orchestrated"]]
+    assert ids == [r["scenario_id"] for r in results["flaky"]] and len(set(ids)) == 12
+    failed = [r for r in results["flaky"] if r["error"]]
+    assert failed and all(r["stop_reason"] == "error" and "went away" in r["error"] for r in failed)
+    assert len(load_transcripts(tmp_path, "flaky")) == 12
+
+    with pytest.raises(Killed):
+        simulate(toy, [Dying(toy)], tmp_path, n=12, progress=False)
+    lines = (tmp_path / "dying" / "transcripts.jsonl").read_text().splitlines()
+    assert len(lines) == 6
+    resumed = simulate(toy, [Dying(toy)], tmp_path, n=12, progress=False)["dying"]
+    assert [r["scenario_id"] for r in resumed] == ids
+    assert len((tmp_path / "dying" / "transcripts.jsonl").read_text().splitlines()) == 12
+    assert Dying.calls == 7 + 6   # the six finished conversations were not run again
+
+
+@pytest.mark.filterwarnings("ignore:The model .* is deprecated:DeprecationWarning")
+@pytest.mark.parametrize("kind", ["in_context", "langgraph"])
+def test_frontier_conditions_against_a_fake_api(kind, toy):
+    from test_backends_remote import FakeServer, anthropic_backend
+
+    server = FakeServer(fail_rate=0.2, latency=0.001)
+    backend = anthropic_backend(server)
+    if kind == "in_context":
+        condition = InContext(toy, backend)
+    else:
+        from subterra.langgraph_agent import LangGraphCondition
+
+        condition = LangGraphCondition(toy, backend)
+    scenario = evaluation_scenarios(toy, 1)[0]
+    path = {p.id: p for p in enumerate_paths(toy)}[scenario.path_id]
+    transcript = converse(condition, OfflineUser(toy, scenario, path, max_turns=8), toy, scenario, path, max_turns=8)
+    assert transcript.error is None and transcript.agent_turns >= 2
+    assert all(m["content"].startswith("reply to:") for m in transcript.messages if m["role"] == "assistant")
+    assert transcript.dollars > 0 and all(t > 0 for t in transcript.prompt_tokens)
+    systems = [body.get("system") for _, _, body in server.calls]
+    if kind == "in_context":
+        assert all("Follow this procedure" in s[0]["text"] for s in systems)
+    else:
+        assert any("Current step:" in s[0]["text"] for s in systems)
+
+
+def test_serialised_workflow_carries_every_node_and_condition(toy):
+    text = serialise_workflow(toy)
+    assert all(node.prompt in text for node in toy.nodes.values())
+    assert all(e.when in text for e in toy.edges if e.when)
+    assert "Night desk" in text
