@@ -1,0 +1,219 @@
+"""Analysis: the paper's tables regenerated from our own transcripts and scores.
+
+- :func:`score_table` — Table 1's top: mean of each criterion per condition, and failure rates;
+- :func:`comparison_table` — Table 1's comparisons: differences, Wilcoxon p (Holm-corrected across the
+  family), stars, paired Cohen's d_z and 95% bootstrap CIs (see :mod:`subterra.stats`);
+- :func:`cost_table` — Table 6: tokens, dollars and seconds per conversation, and the break-even number of
+  conversations for the one-time compile cost;
+- :func:`write_results` — ``results.json`` and ``scores.csv`` for machines;
+- plots with seaborn.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any, Mapping
+
+import pandas as pd
+import yaml
+
+from .judge import CRITERIA, FAILURE_THRESHOLD, TITLES
+from .stats import compare_conditions, failure_rate
+
+ORDER = ("subterranean", "orchestrated", "langgraph", "in_context")
+
+
+def paper_results() -> dict:
+    """The paper's published numbers, with their source (``data/paper_results.yaml``)."""
+    from .workflow import data_dir
+
+    return yaml.safe_load((data_dir() / "paper_results.yaml").read_text())
+
+
+def _ordered(conditions) -> list[str]:
+    return sorted(conditions, key=lambda c: (ORDER.index(c) if c in ORDER else len(ORDER), c))
+
+
+def score_table(scores: pd.DataFrame) -> pd.DataFrame:
+    """Mean of each criterion and the failure rate (Task Success <= 3) per condition; errors excluded."""
+    ok = scores[scores["error"].isna()] if "error" in scores else scores
+    table = ok.groupby("condition")[list(CRITERIA)].mean()
+    table["failure_rate"] = ok.groupby("condition")["task_success"].apply(
+        lambda s: failure_rate(s, FAILURE_THRESHOLD))
+    table["n"] = ok.groupby("condition").size()
+    table["errors"] = scores.groupby("condition").size() - table["n"]
+    return table.loc[_ordered(table.index)].rename(columns=TITLES)
+
+
+def comparison_table(scores: pd.DataFrame, reference: str = "subterranean", n_resamples: int = 10_000) -> pd.DataFrame:
+    """Paired comparisons of ``reference`` against every other condition, per criterion."""
+    ok = scores[scores["error"].isna()] if "error" in scores else scores
+    conditions = _ordered(ok["condition"].unique())
+    table = compare_conditions(ok[["condition", "scenario_id", *CRITERIA]], criteria=list(CRITERIA),
+                               conditions=conditions, paired=True, n_resamples=n_resamples)
+    mine = table[(table["condition_a"] == reference) | (table["condition_b"] == reference)].copy()
+    flip = mine["condition_b"] == reference           # always report reference minus the other
+    for col in ("difference", "d", "ci_low", "ci_high"):
+        mine.loc[flip, col] = -mine.loc[flip, col]
+    mine.loc[flip, ["ci_low", "ci_high"]] = mine.loc[flip, ["ci_high", "ci_low"]].values
+    mine.loc[flip, ["mean_a", "mean_b"]] = mine.loc[flip, ["mean_b", "mean_a"]].values
+    mine["other"] = mine["condition_a"].where(flip, mine["condition_b"])
+    mine["criterion"] = mine["criterion"].map(TITLES)
+    return mine[["criterion", "other", "mean_a", "mean_b", "difference", "p", "p_holm", "stars", "d",
+                 "ci_low", "ci_high", "n"]].rename(columns={"mean_a": reference, "mean_b": "other mean"})
+
+
+def transcript_frame(transcripts: Mapping[str, list[dict]]) -> pd.DataFrame:
+    """One row per conversation: tokens, dollars, seconds and turns."""
+    rows = []
+    for condition, items in transcripts.items():
+        for t in items:
+            turns = len(t["turn_seconds"])
+            rows.append({"condition": condition, "scenario_id": t["scenario_id"], "agent_turns": turns,
+                         "prompt_tokens": sum(t["prompt_tokens"]), "completion_tokens": sum(t["completion_tokens"]),
+                         "prompt_tokens_per_turn": sum(t["prompt_tokens"]) / turns if turns else math.nan,
+                         "seconds": sum(t["turn_seconds"]),
+                         "seconds_per_turn": sum(t["turn_seconds"]) / turns if turns else math.nan,
+                         "dollars": t["dollars"], "stop_reason": t["stop_reason"], "valid_path": t["valid_path"],
+                         "right_ending": t["right_ending"]})
+    return pd.DataFrame(rows)
+
+
+def cost_table(transcripts: Mapping[str, list[dict]], compile_dollars: float,
+               reference: str = "subterranean") -> pd.DataFrame:
+    """Table 6: per-conversation tokens, dollars and seconds, and the break-even conversation count.
+
+    Break-even for a condition = ``compile_dollars`` / (its dollars per conversation − the compiled
+    model's): after that many conversations, compiling once has paid for itself.
+    """
+    frame = transcript_frame(transcripts)
+    table = frame.groupby("condition").agg(
+        conversations=("scenario_id", "size"), agent_turns=("agent_turns", "mean"),
+        prompt_tokens=("prompt_tokens", "mean"), completion_tokens=("completion_tokens", "mean"),
+        prompt_tokens_per_turn=("prompt_tokens_per_turn", "mean"), dollars=("dollars", "mean"),
+        seconds=("seconds", "mean"), seconds_per_turn=("seconds_per_turn", "mean"),
+        procedure_adherence=("valid_path", "mean"), right_ending=("right_ending", "mean"))
+    table = table.loc[_ordered(table.index)]
+    if reference in table.index:
+        ours = table.loc[reference, "dollars"]
+        saving = table["dollars"] - ours
+        table["cost_ratio"] = table["dollars"] / ours if ours > 0 else math.nan
+        table["break_even_conversations"] = [compile_dollars / s if s > 0 else math.nan for s in saving]
+    return table
+
+
+def results(domain: str, scores: pd.DataFrame, transcripts: Mapping[str, list[dict]], compile_dollars: float,
+            n_resamples: int = 10_000) -> dict[str, Any]:
+    """The machine-readable summary written to ``outputs/<domain>/results.json``."""
+    table = score_table(scores)
+    costs = cost_table(transcripts, compile_dollars)
+    ok = scores[scores["error"].isna()]
+    conditions = _ordered(ok["condition"].unique())
+    per_condition = {}
+    for condition in conditions:
+        per_condition[condition] = {
+            "scores": {c: _num(table.loc[condition, TITLES[c]]) for c in CRITERIA},
+            "failure_rate": _num(table.loc[condition, "failure_rate"]),
+            "judged": int(table.loc[condition, "n"]), "errors": int(table.loc[condition, "errors"]),
+            "prompt_tokens_per_agent_turn": _num(costs.loc[condition, "prompt_tokens_per_turn"]),
+            "seconds_per_turn": _num(costs.loc[condition, "seconds_per_turn"]),
+            "dollars_per_conversation": _num(costs.loc[condition, "dollars"]),
+            "procedure_adherence": _num(costs.loc[condition, "procedure_adherence"]),
+        }
+    comparisons = []
+    if len(conditions) > 1:
+        family = compare_conditions(ok[["condition", "scenario_id", *CRITERIA]], criteria=list(CRITERIA),
+                                    conditions=conditions, paired=True, n_resamples=n_resamples)
+        comparisons = [{"criterion": r.criterion, "conditions": [r.condition_a, r.condition_b], "p": _num(r.p),
+                        "p_holm": _num(r.p_holm), "d": _num(r.d), "difference": _num(r.difference)}
+                       for r in family.itertuples()]
+    return {"domain": domain, "judge": sorted(scores["judge"].unique().tolist()), "compile_dollars": compile_dollars,
+            "conditions": per_condition, "comparisons": comparisons}
+
+
+def _num(x) -> float | None:
+    x = float(x)
+    return None if math.isnan(x) else round(x, 6) if math.isfinite(x) else x
+
+
+def write_results(out_dir: str | Path, domain: str, scores: pd.DataFrame, transcripts: Mapping[str, list[dict]],
+                  compile_dollars: float, n_resamples: int = 10_000) -> tuple[Path, Path]:
+    """Write ``results.json`` and ``scores.csv`` (one row per condition and scenario) into ``out_dir``."""
+    from .store import write_atomic
+
+    out_dir = Path(out_dir)
+    summary = results(domain, scores, transcripts, compile_dollars, n_resamples)
+    write_atomic(out_dir / "results.json", json.dumps(summary, indent=2, allow_nan=False))
+    columns = ["condition", "scenario_id", *CRITERIA, "failure", "challenged", "judge", "error"]
+    write_atomic(out_dir / "scores.csv", scores[columns].to_csv(index=False))
+    return out_dir / "results.json", out_dir / "scores.csv"
+
+
+def beside_paper(table: pd.DataFrame, domain: str) -> pd.DataFrame:
+    """Our criterion means next to the paper's for the same domain (where it published them)."""
+    published = paper_results().get(domain, {}).get("scores", {})
+    rows = []
+    for condition in table.index:
+        for criterion in CRITERIA:
+            rows.append({"condition": condition, "criterion": TITLES[criterion],
+                         "ours": round(float(table.loc[condition, TITLES[criterion]]), 2),
+                         "paper": published.get(condition, {}).get(criterion)})
+    return pd.DataFrame(rows).pivot(index="condition", columns="criterion", values=["ours", "paper"])
+
+
+# --------------------------------------------------------------------------- plots
+
+def plot_scores(scores: pd.DataFrame, ax=None):
+    """Score distribution per criterion and condition."""
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    long = scores[scores["error"].isna()].melt(id_vars=["condition"], value_vars=list(CRITERIA),
+                                               var_name="criterion", value_name="score")
+    long["criterion"] = long["criterion"].map(TITLES)
+    if ax is None:
+        _, ax = plt.subplots(figsize=(10, 4))
+    sns.barplot(long, x="criterion", y="score", hue="condition", hue_order=_ordered(long["condition"].unique()),
+                errorbar=("ci", 95), ax=ax)
+    ax.set(ylim=(1, 5.2), ylabel="mean score (95% CI)", xlabel="", title="Scores per criterion")
+    return ax
+
+
+def plot_paired_differences(scores: pd.DataFrame, reference: str = "subterranean", ax=None):
+    """Per-scenario differences (reference minus other) on each criterion."""
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    ok = scores[scores["error"].isna()]
+    wide = ok.pivot_table(index="scenario_id", columns="condition", values=list(CRITERIA))
+    rows = []
+    for other in _ordered(c for c in ok["condition"].unique() if c != reference):
+        for criterion in CRITERIA:
+            diff = (wide[(criterion, reference)] - wide[(criterion, other)]).dropna()
+            rows += [{"versus": other, "criterion": TITLES[criterion], "difference": d} for d in diff]
+    if ax is None:
+        _, ax = plt.subplots(figsize=(10, 4))
+    if rows:
+        sns.stripplot(pd.DataFrame(rows), x="criterion", y="difference", hue="versus", dodge=True, alpha=0.35,
+                      jitter=0.25, ax=ax)
+    ax.axhline(0, color="black", lw=0.8)
+    ax.set(title=f"Paired differences: {reference} minus each other condition", xlabel="")
+    return ax
+
+
+def plot_costs(transcripts: Mapping[str, list[dict]], axes=None):
+    """Dollars per conversation (log scale) and seconds per agent turn."""
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    frame = transcript_frame(transcripts)
+    order = _ordered(frame["condition"].unique())
+    if axes is None:
+        _, axes = plt.subplots(1, 2, figsize=(11, 3.8))
+    sns.barplot(frame, x="condition", y="dollars", order=order, ax=axes[0])
+    axes[0].set(yscale="log", ylabel="$ per conversation (log)", title="Cost per conversation")
+    sns.boxplot(frame, x="condition", y="seconds_per_turn", order=order, ax=axes[1])
+    axes[1].set(ylabel="seconds per agent turn", title="Latency")
+    return axes

@@ -1,0 +1,91 @@
+"""Notebook 07 / subterra.analysis: tables, results.json, scores.csv, plots."""
+
+import json
+
+import matplotlib
+import pandas as pd
+import pytest
+
+from subterra import parse_workflow
+from subterra.analysis import (beside_paper, comparison_table, cost_table, paper_results, plot_costs,
+                               plot_paired_differences, plot_scores, score_table, write_results)
+from subterra.judge import CRITERIA, OfflineJudge, judge_transcripts, scores_frame
+from subterra.simulation import Orchestrated, simulate
+from conftest import TOY
+
+matplotlib.use("Agg")
+
+
+class Sloppy(Orchestrated):
+    """Says the wrong city and is slow and pricey: a condition that should lose."""
+
+    name = "in_context"
+
+    def respond(self, messages):
+        turn = super().respond(messages)
+        turn.text = turn.text.replace("Braga", "Lisbon")
+        turn.dollars, turn.seconds = 0.05, 2.0
+        return turn
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    toy = parse_workflow(TOY)
+    out = tmp_path_factory.mktemp("sim")
+    transcripts = simulate(toy, [Orchestrated(toy), Sloppy(toy)], out, n=40, progress=False)
+    transcripts["subterranean"] = [dict(t, condition="subterranean") for t in transcripts.pop("orchestrated")]
+    scores = scores_frame(judge_transcripts([t for ts in transcripts.values() for t in ts], OfflineJudge(toy),
+                                            progress=False))
+    return toy, transcripts, scores
+
+
+def test_score_and_comparison_tables(run):
+    _, _, scores = run
+    table = score_table(scores)
+    assert list(table.index) == ["subterranean", "in_context"]
+    assert table.loc["subterranean", "Information Accuracy"] > table.loc["in_context", "Information Accuracy"]
+    assert 0 <= table.loc["in_context", "failure_rate"] <= 1 and table["n"].tolist() == [40, 40]
+    comparisons = comparison_table(scores, n_resamples=500)
+    accuracy = comparisons[comparisons["criterion"] == "Information Accuracy"].iloc[0]
+    assert accuracy["other"] == "in_context" and accuracy["difference"] > 0 and accuracy["d"] > 0
+    assert accuracy["ci_low"] <= accuracy["difference"] <= accuracy["ci_high"]
+    assert accuracy["p_holm"] < 0.001 and accuracy["stars"] == "***"
+
+
+def test_cost_table_and_break_even(run):
+    _, transcripts, _ = run
+    table = cost_table(transcripts, compile_dollars=60.0)
+    ours, theirs = table.loc["subterranean", "dollars"], table.loc["in_context", "dollars"]
+    assert theirs > ours > 0
+    assert table.loc["in_context", "break_even_conversations"] == pytest.approx(60.0 / (theirs - ours))
+    assert table.loc["in_context", "seconds_per_turn"] == pytest.approx(2.0, rel=0.01)
+    assert table.loc["subterranean", "prompt_tokens_per_turn"] > 0
+
+
+def test_results_files(run, tmp_path):
+    _, transcripts, scores = run
+    results_json, scores_csv = write_results(tmp_path, "toy", scores, transcripts, 60.0, n_resamples=300)
+    summary = json.loads(results_json.read_text())
+    assert set(summary["conditions"]) == {"subterranean", "in_context"}
+    entry = summary["conditions"]["subterranean"]
+    assert set(entry["scores"]) == set(CRITERIA)
+    for key in ("failure_rate", "prompt_tokens_per_agent_turn", "seconds_per_turn", "dollars_per_conversation"):
+        assert isinstance(entry[key], float)
+    assert len(summary["comparisons"]) == len(CRITERIA)
+    assert {"criterion", "conditions", "p", "p_holm", "d"} <= set(summary["comparisons"][0])
+    frame = pd.read_csv(scores_csv)
+    assert len(frame) == 80 and set(CRITERIA) <= set(frame.columns)
+    ids = frame.groupby("condition")["scenario_id"].apply(frozenset)
+    assert ids["subterranean"] == ids["in_context"]   # paired by scenario
+
+
+def test_paper_numbers_and_plots(run):
+    _, transcripts, scores = run
+    paper = paper_results()
+    assert paper["travel"]["scores"]["subterranean"]["task_success"] == 4.11 and "2605.22502" in paper["source"]
+    side = beside_paper(score_table(scores), "travel")
+    assert side.loc["subterranean", ("paper", "Task Success")] == 4.11
+    assert plot_scores(scores).get_ylabel().startswith("mean score")
+    assert plot_paired_differences(scores).get_title().startswith("Paired differences")
+    axes = plot_costs(transcripts)
+    assert axes[0].get_yscale() == "log"

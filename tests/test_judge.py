@@ -1,0 +1,106 @@
+"""Notebook 06 / subterra.judge: the rubric, its cap, malformed verdicts, the offline judge."""
+
+import json
+
+import pytest
+
+from subterra import enumerate_paths, parse_workflow
+from subterra.backends import Backend, Completion, Usage
+from subterra.judge import (CRITERIA, RUBRIC, LLMJudge, MalformedVerdict, OfflineJudge, apply_caps,
+                            parse_verdict)
+from subterra.simulation import OfflineUser, Orchestrated, converse, evaluation_scenarios
+from conftest import TOY
+
+
+def verdict_json(**overrides):
+    return json.dumps({c: {"score": overrides.get(c, 5), "reason": f"{c} looks fine."} for c in CRITERIA})
+
+
+class Scripted(Backend):
+    name = "scripted"
+
+    def __init__(self, replies):
+        super().__init__("claude-sonnet-4-5")
+        self.replies, self.requests = list(replies), []
+
+    async def acomplete(self, request):
+        self.requests.append(request)
+        return Completion(self.replies.pop(0), Usage(500, 80), self.model, self.name)
+
+
+@pytest.fixture(scope="module")
+def toy():
+    return parse_workflow(TOY)
+
+
+@pytest.fixture(scope="module")
+def transcripts(toy):
+    from dataclasses import asdict
+
+    paths = {p.id: p for p in enumerate_paths(toy)}
+    out = []
+    for s in evaluation_scenarios(toy, 12):
+        out.append(asdict(converse(Orchestrated(toy), OfflineUser(toy, s, paths[s.path_id]), toy, s,
+                                   paths[s.path_id])))
+    return out
+
+
+def test_rubric_has_five_anchored_levels_per_criterion():
+    assert tuple(RUBRIC) == CRITERIA
+    assert all(sorted(RUBRIC[c]) == [1, 2, 3, 4, 5] and all(RUBRIC[c].values()) for c in CRITERIA)
+
+
+def test_graceful_handling_is_capped_without_a_challenge():
+    scores = {c: 5 for c in CRITERIA}
+    assert apply_caps(scores, challenged=False)["graceful_handling"] == 3
+    assert apply_caps(scores, challenged=True)["graceful_handling"] == 5
+    assert apply_caps({**scores, "graceful_handling": 2}, challenged=False)["graceful_handling"] == 2
+
+
+@pytest.mark.parametrize("reply, problem", [
+    ("I think it went well.", "no JSON"),
+    ('{"task_success": {"score": 5, "reason": "ok"}', "invalid JSON"),
+    (verdict_json().replace('"naturalness"', '"style"'), "missing criterion 'naturalness'"),
+    (verdict_json(consistency=7), "integer 1-5"),
+    (verdict_json(consistency="5"), "integer 1-5"),
+    (verdict_json().replace("consistency looks fine.", ""), "one-sentence reason"),
+])
+def test_malformed_verdicts_are_rejected(reply, problem):
+    with pytest.raises(MalformedVerdict, match=problem):
+        parse_verdict(reply)
+
+
+def test_llm_judge_retries_then_records_an_error_never_a_default(toy, transcripts):
+    t = transcripts[0]
+    good = Scripted(["not json", verdict_json(task_success=2)])
+    verdict = LLMJudge(toy, good).score(t)
+    assert verdict.error is None and verdict.scores["task_success"] == 2 and verdict.failure
+    assert len(good.requests) == 2 and good.requests[0].key("x", "y") != good.requests[1].key("x", "y")
+    assert verdict.scores["graceful_handling"] <= (5 if t["challenged"] else 3)
+    prompt = good.requests[0].messages[0]["content"]
+    assert "Braga" in prompt and "Assistant:" in prompt and "Customer:" in prompt
+    bad = Scripted(["nope"] * 3)
+    verdict = LLMJudge(toy, bad).score(t)
+    assert verdict.scores == {} and "malformed verdict after 3 attempts" in verdict.error
+    assert verdict.failure is None and verdict.row()["task_success"] is None
+
+
+def test_offline_judge_rewards_adherence_and_punishes_wrong_values(toy, transcripts):
+    judge = OfflineJudge(toy)
+    adherent = [t for t in transcripts if t["valid_path"] and t["right_ending"]]
+    assert adherent
+    for t in adherent:
+        verdict = judge.score(t)
+        assert verdict.scores["task_success"] == 5 and verdict.scores["information_accuracy"] == 5
+        assert verdict.scores["graceful_handling"] <= 3 or t["challenged"]
+        assert set(verdict.reasons) == set(CRITERIA)
+    broken = dict(adherent[0], messages=[dict(m) for m in adherent[0]["messages"]])
+    for m in broken["messages"]:
+        if m["role"] == "assistant":
+            m["content"] = m["content"].replace("Braga", "Lisbon")
+    assert judge.score(broken).scores["information_accuracy"] < 5
+    stalled = dict(adherent[0], right_ending=False, stop_reason="loop", trace_nodes=["greet"])
+    verdict = judge.score(stalled)
+    assert verdict.scores["task_success"] == 1 and verdict.failure
+    failed = dict(adherent[0], error="ValueError: boom")
+    assert judge.score(failed).error.startswith("conversation failed")
