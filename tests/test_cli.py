@@ -15,7 +15,8 @@ def run(*args):
     return proc.returncode, proc.stdout, proc.stderr
 
 
-@pytest.mark.parametrize("command", ["", "validate", "paths", "graph"])
+@pytest.mark.parametrize("command", ["", "validate", "paths", "graph", "synthesize", "train", "simulate", "judge",
+                                     "analyze", "tutorial"])
 def test_help(command):
     code, out, _ = run(*([command] if command else []), "--help")
     assert code == 0 and "usage: subterra" in out
@@ -58,3 +59,19 @@ def test_paths_list_and_graph(toy_file, tmp_path, capsys):
     assert html.exists() and "vis-network" in html.read_text()
     assert main(["graph", str(toy_file), "--path", "p9999", "--out", str(html)]) == 1
     assert "no path 'p9999'" in capsys.readouterr().err
+
+
+def test_simulate_judge_analyze_pipeline(toy_file, tmp_path, capsys):
+    sim = tmp_path / "sim"
+    assert main(["simulate", "--domain", str(toy_file), "--conditions", "orchestrated,langgraph", "--n", "8",
+                 "--out", str(sim)]) == 0
+    captured = capsys.readouterr()
+    assert "skipped langgraph: needs a frontier model" in captured.err
+    assert "orchestrated: 8 conversations" in captured.out
+    assert main(["judge", "--domain", str(toy_file), "--transcripts", str(sim)]) == 0
+    assert (sim / "scores-offline.csv").exists()
+    assert main(["analyze", "--domain", str(toy_file), "--transcripts", str(sim), "--scores",
+                 str(sim / "scores-offline.csv"), "--out", str(tmp_path / "results")]) == 0
+    summary = json.loads((tmp_path / "results" / "results.json").read_text())
+    assert list(summary["conditions"]) == ["orchestrated"]
+    assert main(["judge", "--domain", str(toy_file), "--transcripts", str(tmp_path / "empty")]) == 1

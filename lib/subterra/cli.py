@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path as FilePath
 
 from .backends import BackendError
 from .paths import enumerate_paths, path_stats
@@ -93,6 +94,81 @@ def _synthesize(args) -> int:
     return 0
 
 
+def _frontier(name: str | None, model: str | None):
+    """The frontier backend for in-context / LangGraph, or None when no key is set."""
+    import os
+
+    from .backends import get_backend
+
+    if name is None:
+        if os.environ.get("ANTHROPIC_API_KEY"):
+            name = "anthropic"
+        elif os.environ.get("OPENAI_API_KEY") or os.environ.get("OPENAI_BASE_URL"):
+            name = "openai"
+        else:
+            return None
+    return get_backend(name, model)
+
+
+def _simulate(args) -> int:
+    from .backends import get_backend
+    from .simulation import build_conditions, simulate
+
+    wf = load_domain(args.domain)
+    conditions, skipped = build_conditions(args.conditions.split(","), wf, args.model,
+                                           _frontier(args.frontier, args.frontier_model), args.seed)
+    for message in skipped:
+        print(f"skipped {message}", file=sys.stderr)
+    simulator = None if args.simulator == "offline" else get_backend(args.simulator)
+    out = args.out or f"outputs/{wf.name}/simulation"
+    runs = simulate(wf, conditions, out, n=args.n, seed=args.seed, simulator=simulator)
+    for name, rows in runs.items():
+        errors = sum(bool(r["error"]) for r in rows)
+        adherent = sum(r["valid_path"] and r["right_ending"] for r in rows)
+        print(f"{name}: {len(rows)} conversations, {adherent} followed the procedure to the right end, "
+              f"{errors} failed; {out}/{name}")
+    return 0 if conditions else 1
+
+
+def _judge(args) -> int:
+    from .judge import LLMJudge, OfflineJudge, judge_transcripts, scores_frame
+    from .simulation import load_run
+    from .store import write_atomic
+
+    wf = load_domain(args.domain)
+    runs = load_run(args.transcripts)
+    if not runs:
+        print(f"{args.transcripts}: no transcripts (run `subterra simulate` first)", file=sys.stderr)
+        return 1
+    judge = OfflineJudge(wf) if args.judge == "offline" else LLMJudge(wf, _frontier(args.judge, args.model))
+    scores = scores_frame(judge_transcripts([t for rows in runs.values() for t in rows], judge))
+    out = args.out or f"{args.transcripts}/scores-{args.judge}.csv"
+    write_atomic(FilePath(out), scores.to_csv(index=False))
+    print(f"{len(scores)} conversations scored by {judge.name} ({int(scores['error'].notna().sum())} errors): {out}")
+    return 0
+
+
+def _analyze(args) -> int:
+    import pandas as pd
+
+    from .analysis import comparison_table, cost_table, score_table, write_results
+    from .simulation import load_run
+
+    wf = load_domain(args.domain)
+    runs = load_run(args.transcripts)
+    scores = pd.read_csv(args.scores)
+    scores["error"] = scores["error"].where(scores["error"].notna(), None)
+    out = FilePath(args.out or f"outputs/{wf.name}")
+    paths = write_results(out, wf.name, scores, runs, args.compile_dollars)
+    with pd.option_context("display.width", 200, "display.max_columns", 30):
+        print(score_table(scores).round(2))
+        if scores["condition"].nunique() > 1:
+            print(comparison_table(scores).round(3).to_string(index=False))
+        print(cost_table(runs, args.compile_dollars).round(4))
+    print("wrote", *paths)
+    return 0
+
+
 def _tutorial(args) -> int:
     from .tutorial import run_notebooks, tutorial_notebooks
 
@@ -138,6 +214,36 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--concurrency", type=int, default=16, help="dialogues written at once")
     p.add_argument("--dry-run", action="store_true", help="print calls, tokens and dollars, then stop")
     p.set_defaults(run=_synthesize)
+
+    p = commands.add_parser("simulate", help="a simulated customer talks to each condition (resumable)")
+    p.add_argument("--domain", required=True, help="domain name or workflow file")
+    p.add_argument("--model", help="compiled model folder (from `subterra train`)")
+    p.add_argument("--conditions", default="subterranean,orchestrated,langgraph,in_context",
+                   help="comma-separated: subterranean, orchestrated, langgraph, in_context")
+    p.add_argument("--n", type=int, default=200, help="evaluation scenarios (the same for every condition)")
+    p.add_argument("--out", help="output folder (default outputs/DOMAIN/simulation)")
+    p.add_argument("--simulator", default="offline", choices=["offline", "anthropic", "openai"])
+    p.add_argument("--frontier", choices=["anthropic", "openai"], help="backend for in_context and langgraph")
+    p.add_argument("--frontier-model", help="model for the frontier conditions")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(run=_simulate)
+
+    p = commands.add_parser("judge", help="score every transcript on the five criteria")
+    p.add_argument("--domain", required=True, help="domain name or workflow file")
+    p.add_argument("--transcripts", required=True, help="a `subterra simulate` output folder")
+    p.add_argument("--judge", default="offline", choices=["offline", "anthropic", "openai"])
+    p.add_argument("--model", help="judge model (default claude-sonnet-4-5 / gpt-4.1)")
+    p.add_argument("--out", help="scores file (default TRANSCRIPTS/scores-JUDGE.csv)")
+    p.set_defaults(run=_judge)
+
+    p = commands.add_parser("analyze", help="tables, results.json and scores.csv from scores and transcripts")
+    p.add_argument("--domain", required=True, help="domain name or workflow file")
+    p.add_argument("--transcripts", required=True, help="a `subterra simulate` output folder")
+    p.add_argument("--scores", required=True, help="a scores file from `subterra judge`")
+    p.add_argument("--compile-dollars", type=float, default=65.0,
+                   help="one-time compile cost for the break-even (default: the paper's $50-80 midpoint)")
+    p.add_argument("--out", help="folder for results.json and scores.csv (default outputs/DOMAIN)")
+    p.set_defaults(run=_analyze)
 
     p = commands.add_parser("tutorial", help="run the notebooks headless, in order (what `make demo` does)")
     p.add_argument("--out", default="outputs", help="where executed notebooks, figures and results go")

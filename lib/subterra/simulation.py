@@ -458,3 +458,51 @@ def load_transcripts(out_dir: str | FilePath, condition: str):
     from datasets import load_from_disk
 
     return load_from_disk(str(FilePath(out_dir) / condition / "corpus"))
+
+
+CONDITIONS = ("subterranean", "orchestrated", "langgraph", "in_context")
+
+
+def build_conditions(names: Iterable[str], workflow: Workflow, model_dir: str | FilePath | None = None,
+                     frontier: Backend | None = None, seed: int = 0) -> tuple[list[Condition], list[str]]:
+    """Conditions by name, and a message for each one that cannot run here (and is skipped)."""
+    agent = None
+    if model_dir is not None:
+        from .agent import Agent
+
+        agent = Agent(model_dir)
+    conditions, skipped = [], []
+    for name in names:
+        if name not in CONDITIONS:
+            raise ValueError(f"unknown condition {name!r} (choose from {', '.join(CONDITIONS)})")
+        if name == "subterranean":
+            if agent is None:
+                skipped.append("subterranean: needs a compiled model (--model DIR from `subterra train`)")
+            else:
+                conditions.append(Subterranean(agent, workflow))
+        elif name == "orchestrated":
+            conditions.append(Orchestrated(workflow, agent, seed))
+        elif frontier is None:
+            skipped.append(f"{name}: needs a frontier model; set ANTHROPIC_API_KEY (or OPENAI_API_KEY) to run it")
+        elif name == "in_context":
+            conditions.append(InContext(workflow, frontier))
+        else:
+            try:
+                from .langgraph_agent import LangGraphCondition
+            except ImportError:
+                skipped.append("langgraph: install the extra with pip install -e '.[langgraph]'")
+                continue
+            conditions.append(LangGraphCondition(workflow, frontier))
+    return conditions, skipped
+
+
+def load_run(out_dir: str | FilePath) -> dict[str, list[dict]]:
+    """Transcripts of every condition in a :func:`simulate` output folder, by condition."""
+    out_dir = FilePath(out_dir)
+    runs: dict[str, list[dict]] = {}
+    if not out_dir.is_dir():
+        return runs
+    for name in CONDITIONS + tuple(sorted(p.name for p in out_dir.iterdir() if p.is_dir())):
+        if name not in runs and (out_dir / name / "corpus").exists():
+            runs[name] = [dict(row) for row in load_transcripts(out_dir, name)]
+    return runs
