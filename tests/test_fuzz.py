@@ -103,7 +103,7 @@ def break_text(text, rng):
     return "\n".join(lines)
 
 
-def mutants(n=240, seed=2605):
+def mutants(n=320, seed=2605):
     rng = random.Random(seed)
     sources = [TOY] + [workflow_file(d).read_text() for d in DOMAINS if workflow_file(d).exists()]
     parsed = [yaml.safe_load(s) for s in sources]

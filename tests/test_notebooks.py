@@ -1,18 +1,32 @@
-"""Notebooks are committed clean, and each one runs headless on small settings."""
+"""Notebooks are committed clean, and the whole tutorial runs headless, in order, on small settings."""
 
 import json
 
 import pytest
+import yaml
 
 from subterra.tutorial import run_notebook, tutorial_notebooks
+from tutorial_helpers import outputs_of
 
 NOTEBOOKS = tutorial_notebooks()
+TINY_RECIPE = {"model_name_or_path": "scratch", "vocab_size": 600, "num_layers": 2, "hidden_size": 64,
+               "num_heads": 2, "intermediate_size": 128, "max_length": 512, "per_device_train_batch_size": 4,
+               "learning_rate": 3e-3, "eval_strategy": "steps", "eval_steps": 2, "logging_steps": 1}
+SMALL = {
+    "01_define_graph": {"SUBTERRA_DOMAIN": "travel"},
+    "02_visualize_paths": {"SUBTERRA_DOMAINS": "travel,zoom,insurance", "SUBTERRA_DOMAIN": "zoom"},
+    "03_synthesize": {"SUBTERRA_DOMAIN": "travel", "SUBTERRA_N_DIALOGUES": "100", "SUBTERRA_TEACHER": "offline"},
+    "04_fine_tune": {"SUBTERRA_DOMAIN": "travel", "SUBTERRA_MAX_STEPS": "4", "SUBTERRA_LORA_RANK": "4",
+                     "SUBTERRA_N_EVAL": "3"},
+    "05_simulate": {"SUBTERRA_DOMAIN": "travel", "SUBTERRA_N_SCENARIOS": "6"},
+    "06_judge": {"SUBTERRA_DOMAIN": "travel", "SUBTERRA_JUDGE": "offline"},
+    "07_analyze": {"SUBTERRA_DOMAIN": "travel", "SUBTERRA_N_RESAMPLES": "200"},
+}
 
 
 def test_notebooks_are_numbered_in_order():
-    names = [nb.name for nb in NOTEBOOKS]
-    assert names[:2] == ["01_define_graph.ipynb", "02_visualize_paths.ipynb"]
-    assert [n[:2] for n in names] == [f"{i:02d}" for i in range(1, len(names) + 1)]
+    names = [nb.stem for nb in NOTEBOOKS]
+    assert names == list(SMALL)
 
 
 @pytest.mark.parametrize("notebook", NOTEBOOKS, ids=lambda nb: nb.stem)
@@ -26,26 +40,39 @@ def test_notebook_is_committed_clean(notebook):
     assert "os.environ" in "".join(code[0]["source"]), "the first code cell holds the settings"
 
 
-@pytest.mark.notebook
-@pytest.mark.parametrize("notebook, settings", [
-    ("01_define_graph", {"SUBTERRA_DOMAIN": "travel"}),
-    ("02_visualize_paths", {"SUBTERRA_DOMAINS": "travel,zoom,insurance", "SUBTERRA_DOMAIN": "zoom"}),
-    ("03_synthesize", {"SUBTERRA_DOMAIN": "travel", "SUBTERRA_N_DIALOGUES": "100", "SUBTERRA_TEACHER": "offline"}),
-])
-def test_notebook_runs_headless(notebook, settings, tmp_path):
-    from tutorial_helpers import outputs_of
+@pytest.fixture(scope="module")
+def outputs(tmp_path_factory):
+    out = tmp_path_factory.mktemp("outputs")
+    (out / "tiny.yaml").write_text(yaml.safe_dump(TINY_RECIPE))
+    return out
 
-    executed = run_notebook(next(nb for nb in NOTEBOOKS if nb.stem == notebook), tmp_path / "notebooks", settings)
-    text = outputs_of(executed)
+
+@pytest.mark.notebook
+@pytest.mark.parametrize("name", list(SMALL))
+def test_notebook_runs_headless(name, outputs, monkeypatch):
+    """Run in order, sharing one outputs folder, as `make demo` does (each builds on the one before)."""
+    for key in ("ANTHROPIC_API_KEY", "OPENAI_API_KEY", "OPENAI_BASE_URL"):
+        monkeypatch.delenv(key, raising=False)
+    settings = {**SMALL[name], "SUBTERRA_RECIPE": str(outputs / "tiny.yaml")}
+    notebook = next(nb for nb in NOTEBOOKS if nb.stem == name)
+    text = outputs_of(run_notebook(notebook, outputs / "notebooks", settings))
     assert "Traceback" not in text
-    if notebook == "01_define_graph":
-        assert "unknown node 'good_bye'" in text and "undefined slot {destinaton}" in text
-        assert "no terminal can be reached" in text
-        assert (tmp_path / "travel" / "graph.html").exists()
-    elif notebook == "03_synthesize":
-        assert "teacher: OfflineBackend" in text and "paths covered: 86 of 86" in text
-        assert (tmp_path / "travel" / "synthesis" / "corpus" / "train").is_dir()
-    else:
-        assert (tmp_path / "figures" / "path_lengths.png").exists()
-        assert all((tmp_path / d / "graph.html").exists() for d in ("travel", "zoom", "insurance"))
-        assert "2381" in text
+    checks = {
+        "01_define_graph": lambda: "unknown node 'good_bye'" in text and "undefined slot {destinaton}" in text
+        and "no terminal can be reached" in text and (outputs / "travel" / "graph.html").exists(),
+        "02_visualize_paths": lambda: "2381" in text and (outputs / "figures" / "path_lengths.png").exists()
+        and all((outputs / d / "graph.html").exists() for d in ("travel", "zoom", "insurance")),
+        "03_synthesize": lambda: "teacher: OfflineBackend" in text and "paths covered: 86 of 86" in text
+        and (outputs / "travel" / "synthesis" / "corpus" / "train").is_dir(),
+        "04_fine_tune": lambda: (outputs / "travel" / "model" / "config.json").exists()
+        and "next step" in text and (outputs / "figures" / "travel_loss.png").exists(),
+        "05_simulate": lambda: "skipped langgraph" in text and "running: ['subterranean', 'orchestrated']" in text
+        and (outputs / "travel" / "simulation" / "subterranean" / "corpus").is_dir(),
+        "06_judge": lambda: (outputs / "travel" / "simulation" / "scores-offline.csv").exists()
+        and "Task Success" in text,
+        "07_analyze": lambda: (outputs / "travel" / "results.json").exists()
+        and (outputs / "travel" / "scores.csv").exists()
+        and set(json.loads((outputs / "travel" / "results.json").read_text())["conditions"])
+        == {"subterranean", "orchestrated"},
+    }
+    assert checks[name](), text[-3000:]

@@ -31,7 +31,8 @@ def test_shipped_domains_load(domain):
     wf = load_domain(domain)
     assert wf.name == domain
     assert "\n" not in wf.system_prompt
-    assert all(wf.nodes[t].role == "agent" for t in wf.terminals)
+    # an even-length shortest path ends on the customer's turn, so a terminal may be a user node
+    assert wf.nodes[wf.start].role == "agent"
     assert set(wf.terminals.values()) == {"success", "abandonment", "escalation"}
     assert wf.held_out, "every domain holds out values for evaluation"
 

@@ -106,10 +106,10 @@ class NextStepReport:
 
 def gold_dialogues(workflow: Workflow, n: int, seed: int = 0) -> list:
     """``n`` held-out gold dialogues from the offline teacher, paths cycled in a seeded order."""
-    from .backends import get_backend
+    from .backends import get_backend, run_sync
     from .paths import enumerate_paths
     from .scenarios import sample_scenario
-    from .synthesis import _run_sync, write_dialogue
+    from .synthesis import write_dialogue
 
     paths = enumerate_paths(workflow)
     random.Random(f"eval:{seed}").shuffle(paths)
@@ -118,7 +118,7 @@ def gold_dialogues(workflow: Workflow, n: int, seed: int = 0) -> list:
     for i in range(n):
         path = paths[i % len(paths)]
         scenario = sample_scenario(workflow, path, f"eval-{seed}", f"heldout-{i}", held_out=True)
-        out.append(_run_sync(write_dialogue(workflow, path, scenario, backend, f"heldout-{seed}-{i}")))
+        out.append(run_sync(write_dialogue(workflow, path, scenario, backend, f"heldout-{seed}-{i}")))
     return out
 
 

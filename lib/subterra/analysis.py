@@ -5,6 +5,7 @@
   family), stars, paired Cohen's d_z and 95% bootstrap CIs (see :mod:`subterra.stats`);
 - :func:`cost_table` — Table 6: tokens, dollars and seconds per conversation, and the break-even number of
   conversations for the one-time compile cost;
+- :func:`compile_cost` — the one-time cost of compiling: the teacher's bill and the training hours;
 - :func:`write_results` — ``results.json`` and ``scores.csv`` for machines;
 - plots with seaborn.
 """
@@ -102,6 +103,30 @@ def cost_table(transcripts: Mapping[str, list[dict]], compile_dollars: float,
         table["cost_ratio"] = table["dollars"] / ours if ours > 0 else math.nan
         table["break_even_conversations"] = [compile_dollars / s if s > 0 else math.nan for s in saving]
     return table
+
+
+GPU_DOLLARS_PER_HOUR = 2.50     # the paper's A100 price, also used for the self-hosted model's tokens
+
+
+def compile_cost(workflow, domain_dir: str | Path, teacher_model: str = "claude-sonnet-4-5") -> dict[str, float]:
+    """What compiling ``workflow`` cost, once: a frontier teacher's bill plus the training hours.
+
+    The teacher is priced at list prices for the corpus in ``domain_dir/synthesis`` as if
+    ``teacher_model`` had written it (the dry-run estimate: our offline teacher is free), and the
+    training time recorded in ``domain_dir/model/training.json`` is priced as GPU time at
+    ``GPU_DOLLARS_PER_HOUR``. A model trained elsewhere (no record) counts one GPU-hour.
+    """
+    from .synthesis import estimate, plan_corpus, read_dialogues
+    from .training import read_training_record
+
+    domain_dir = Path(domain_dir)
+    dialogues = domain_dir / "synthesis" / "dialogues.jsonl"
+    size = len(read_dialogues(dialogues)) if dialogues.exists() else 0
+    teacher = estimate(plan_corpus(workflow, size), teacher_model).dollars if size else 0.0
+    record = read_training_record(domain_dir / "model")
+    hours = record["train_seconds"] / 3600 if record else 1.0
+    return {"dialogues": size, "teacher_dollars": teacher, "train_hours": hours,
+            "train_dollars": GPU_DOLLARS_PER_HOUR * hours, "dollars": teacher + GPU_DOLLARS_PER_HOUR * hours}
 
 
 def results(domain: str, scores: pd.DataFrame, transcripts: Mapping[str, list[dict]], compile_dollars: float,

@@ -94,6 +94,37 @@ def _synthesize(args) -> int:
     return 0
 
 
+def _train(args) -> int:
+    import yaml
+
+    from .training import RecipeError, train
+
+    wf = load_domain(args.domain)
+    data = args.data or f"outputs/{wf.name}/synthesis"
+    overrides = {}
+    for item in args.set:
+        if "=" not in item:
+            print(f"--set {item!r}: expected FIELD=VALUE", file=sys.stderr)
+            return 1
+        key, value = item.split("=", 1)
+        overrides[key] = yaml.safe_load(value)
+    if args.base:
+        overrides["model_name_or_path"] = args.base
+    if args.lora_rank:
+        overrides["lora_rank"] = args.lora_rank
+    try:
+        result = train(data, args.out or f"outputs/{wf.name}/model", args.recipe, resume=not args.no_resume,
+                       **overrides)
+    except (RecipeError, FileNotFoundError) as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    if result is None:          # a non-main process under accelerate
+        return 0
+    print(f"{result.out_dir}: eval loss {result.eval_loss:.4f}, {result.train_seconds:.0f} s, "
+          f"{result.tokens_per_second:,.0f} tokens/s, padding {100 * result.padding_fraction:.1f}%")
+    return 0
+
+
 def _frontier(name: str | None, model: str | None):
     """The frontier backend for in-context / LangGraph, or None when no key is set."""
     import os
@@ -214,6 +245,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--concurrency", type=int, default=16, help="dialogues written at once")
     p.add_argument("--dry-run", action="store_true", help="print calls, tokens and dollars, then stop")
     p.set_defaults(run=_synthesize)
+
+    p = commands.add_parser("train", help="compile the corpus into a small model (full parameters; resumable)")
+    p.add_argument("--domain", required=True, help="domain name or workflow file")
+    p.add_argument("--data", help="synthesis output folder (default outputs/DOMAIN/synthesis)")
+    p.add_argument("--base", help="Hugging Face id or local model folder (default: the recipe's; tiny-cpu trains "
+                                  "from scratch)")
+    p.add_argument("--recipe", default="tiny-cpu", help="recipe name in recipes/ or a YAML file")
+    p.add_argument("--out", help="model folder (default outputs/DOMAIN/model)")
+    p.add_argument("--lora-rank", type=int, default=0, help="train LoRA adapters of this rank instead")
+    p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE", help="override a recipe field")
+    p.add_argument("--no-resume", action="store_true", help="start over even if checkpoints exist")
+    p.set_defaults(run=_train)
 
     p = commands.add_parser("simulate", help="a simulated customer talks to each condition (resumable)")
     p.add_argument("--domain", required=True, help="domain name or workflow file")

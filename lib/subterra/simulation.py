@@ -133,6 +133,9 @@ class OfflineUser:
         if reply_node is None:
             return UserTurn(NOT_UNDERSTOOD)
         text = offline_turn(self.workflow, reply_node, self.scenario, False, self.rng)
+        ending = self.workflow.nodes[reply_node].terminal
+        if ending:                                   # the customer's own last word (e.g. walking away)
+            return UserTurn(text, stop=True, reason=f"terminal:{ending}")
         return UserTurn(text)
 
     def _next_user_node(self, agent_node: str) -> str | None:
@@ -402,10 +405,11 @@ def converse(condition: Condition, user, workflow: Workflow, scenario: Scenario,
                 dollars += turn.dollars
             reply = user.respond(messages)
             challenged |= reply.challenge
+            if reply.text != STOP:
+                messages.append({"role": "user", "content": reply.text})
             if reply.stop:
                 reason = reply.reason
                 break
-            messages.append({"role": "user", "content": reply.text})
     except Exception as exc:  # recorded per conversation, never silently dropped
         reason, error = "error", f"{type(exc).__name__}: {exc}".splitlines()[0][:300]
     expected = workflow.nodes[path.nodes[-1]].terminal

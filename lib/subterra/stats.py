@@ -13,6 +13,8 @@ Wilcoxon signed-rank        ``scipy.stats.wilcoxon(a, b, zero_method="wilcox", c
                             differences get average ranks and the normal approximation uses the tie-corrected
                             variance. With 200 scenarios (n > 50) that normal approximation is what runs; small
                             samples get scipy's exact or exact-permutation p. All differences zero: p = 1.
+                            (Pratt's rule, which ranks the zeros too, is the alternative; the paper does not say,
+                            and "wilcox" is what a plain ``scipy.stats.wilcoxon`` call does.)
 Mann-Whitney U              ``scipy.stats.mannwhitneyu(a, b, alternative="two-sided", use_continuity=True,
                             method="auto")``: tie-corrected normal approximation with continuity correction
                             (exact only for tiny samples without ties). The statistic is U of ``a``.
@@ -301,7 +303,8 @@ def pass_hat_k(successes_per_scenario, k: int) -> float:
     For each scenario with n trials of which c succeeded, the unbiased estimate is C(c, k) / C(n, k); the result
     is the mean over scenarios. ``successes_per_scenario`` holds, per scenario, its trial outcomes (bools or 0/1,
     lengths may differ): a list of lists, a 2-D array (scenarios x trials) or a mapping scenario -> outcomes.
-    pass^1 is the plain success rate. Raises ValueError if k < 1, a scenario has fewer than k trials, there are
+    pass^1 is the plain success rate. With judge scores a success is a non-failure, e.g.
+    ``task_success > 3``. Raises ValueError if k < 1, a scenario has fewer than k trials, there are
     no scenarios, or an outcome is not 0/1.
     """
     if isinstance(k, bool) or int(k) != k or k < 1:

@@ -10,10 +10,11 @@ Two ways in, one training loop (transformers' ``Trainer``):
 
 The loss counts assistant tokens only (each assistant message's content and the token that
 ends its turn), never the system prompt or the customer: the model learns to *act* the
-procedure, not to imitate customers. Dialogues are packed into fixed-length blocks whose
-``position_ids`` restart at each dialogue; with no attention mask, transformers builds a
-block-diagonal causal mask from them, so packed dialogues never see each other and almost
-no compute goes to padding. Recipes are small YAML files in ``recipes/``.
+procedure, not to imitate customers. Batches waste little on padding either way: dialogues
+grouped by length (the CPU default), or packed into fixed-length blocks whose ``position_ids``
+restart at each dialogue; with no attention mask, transformers then builds a block-diagonal
+causal mask, so packed dialogues never see each other. Recipes are small YAML files in
+``recipes/``; :func:`main` is the command line (``python -m subterra.training CORPUS OUT``).
 """
 
 from __future__ import annotations
@@ -73,16 +74,16 @@ class Recipe:
     num_heads: int = 4
     intermediate_size: int = 768
     # optimisation
-    num_train_epochs: float = 3.0
+    num_train_epochs: float = 4.0
     max_steps: int = -1                   # > 0 overrides the epochs
     learning_rate: float = 1e-3
     lr_scheduler_type: str = "cosine"
     warmup_ratio: float = 0.05
     weight_decay: float = 0.01
-    per_device_train_batch_size: int = 8
+    per_device_train_batch_size: int = 16
     gradient_accumulation_steps: int = 1
     max_length: int = 1024
-    packing: bool = True                  # False: pad per batch, group dialogues by length
+    packing: bool = False                 # True: pack dialogues into blocks of max_length tokens
     bf16: str | bool = "auto"             # auto: when the GPU supports it
     gradient_checkpointing: bool = False
     seed: int = 0
@@ -91,6 +92,7 @@ class Recipe:
     eval_steps: int = 100
     save_total_limit: int = 2
     logging_steps: int = 10
+    relexicalize: float = 0.5             # share of training dialogues whose customer values are made up
     lora_rank: int = 0                    # > 0: LoRA adapters (peft) instead of full parameters
     source: str | None = field(default=None, repr=False, compare=False)
 
@@ -125,6 +127,8 @@ def _check(recipe: Recipe) -> Recipe:
             raise fail(name, f"must be positive, got {value!r}")
         if name in _CHOICES and value not in _CHOICES[name]:
             raise fail(name, f"must be one of {', '.join(map(str, _CHOICES[name]))}; got {value!r}")
+    if not 0 <= recipe.relexicalize <= 1:
+        raise fail("relexicalize", f"must be in [0, 1], got {recipe.relexicalize!r}")
     if not 0 <= recipe.warmup_ratio < 1:
         raise fail("warmup_ratio", f"must be in [0, 1), got {recipe.warmup_ratio!r}")
     if recipe.lora_rank < 0:
@@ -168,7 +172,7 @@ def load_recipe(source: "str | FilePath | dict | Recipe | None" = None, **overri
             raise RecipeError(f"unknown field (known: {', '.join(sorted(known))})", file=file, field=name)
     if data.get("model_name_or_path") is None:
         data.pop("model_name_or_path", None)
-    for name in ("learning_rate", "warmup_ratio", "weight_decay", "num_train_epochs"):
+    for name in ("learning_rate", "warmup_ratio", "weight_decay", "num_train_epochs", "relexicalize"):
         if isinstance(data.get(name), str):         # YAML reads 2e-5 (no dot) as a string
             try:
                 data[name] = float(data[name])
@@ -300,11 +304,59 @@ class Collator:
         return out
 
 
-def build_dataset(split, tokenizer, recipe: Recipe, seed: int = 0):
+# --------------------------------------------------------------------------- relexicalization
+
+VOWELS, CONSONANTS = "aeiou", "bcdfghjklmnprstvwz"
+
+
+def scramble(value: str, rng: random.Random) -> str:
+    """A made-up value of the same shape: letters for letters (vowel for vowel), digits for digits."""
+    out = []
+    for ch in value:
+        if ch.isdigit():
+            out.append(rng.choice("0123456789"))
+        elif ch.isalpha() and ch.isascii():
+            new = rng.choice(VOWELS if ch.lower() in VOWELS else CONSONANTS)
+            out.append(new.upper() if ch.isupper() else new)
+        else:
+            out.append(ch)
+    return "".join(out)
+
+
+def relexicalize(messages: list[dict], values: dict[str, Any], rng: random.Random) -> list[dict]:
+    """Replace each value the customer says before the assistant does with a made-up one, everywhere.
+
+    The offline corpus draws values from small pools, so a small model can get away with
+    memorising them instead of copying from the conversation; then it fails on any value it
+    never saw. Made-up values (never the held-out ones) leave copying as the only way to lower
+    the loss. Values the assistant introduces (a price, a catalogue record) are left alone:
+    those are product knowledge the model should learn.
+    """
+    import re
+
+    flat = []
+    for value in values.values():
+        flat += list(value.values()) if isinstance(value, dict) else [value]
+    texts = [m["content"] for m in messages]
+    for value in sorted({str(v) for v in flat if len(str(v)) >= 3}, key=len, reverse=True):
+        pattern = re.compile(r"(?<!\w)" + re.escape(value) + r"(?!\w)")
+        first = next((i for i, t in enumerate(texts) if pattern.search(t)), None)
+        if first is not None and messages[first]["role"] == "user":
+            fresh = scramble(value, rng)
+            texts = [pattern.sub(fresh, t) for t in texts]
+    return [{**m, "content": t} for m, t in zip(messages, texts)]
+
+
+def build_dataset(split, tokenizer, recipe: Recipe, seed: int = 0, augment: bool = False):
     """One split of the corpus -> a ``datasets.Dataset`` of training rows, and its real-token count."""
     from datasets import Dataset
 
-    encoded = [encode_dialogue(tokenizer, m, recipe.max_length) for m in split["messages"]]
+    dialogues = list(split["messages"])
+    if augment and recipe.relexicalize and "scenario" in split.column_names:
+        rng = random.Random(f"relex:{seed}")
+        dialogues = [relexicalize(m, json.loads(s)["values"], rng) if rng.random() < recipe.relexicalize else m
+                     for m, s in zip(dialogues, split["scenario"])]
+    encoded = [encode_dialogue(tokenizer, m, recipe.max_length) for m in dialogues]
     rows = (pack(encoded, recipe.max_length, seed) if recipe.packing
             else [{"input_ids": i, "labels": l} for i, l in encoded])
     return Dataset.from_list(rows), sum(len(i) for i, _ in encoded)
@@ -424,6 +476,27 @@ def training_arguments(recipe: Recipe, out_dir: FilePath, **extra):
         report_to="none", disable_tqdm=True, remove_unused_columns=False, **extra)
 
 
+def build_trainer(corpus, out_dir: str | FilePath, recipe: "Recipe | str | dict | None" = None,
+                  callbacks: Iterable = (), **overrides: Any):
+    """The ``Trainer`` that :func:`train` runs (model, tokenizer, packed data), and the recipe it used."""
+    from transformers import Trainer
+
+    recipe = load_recipe(recipe, **overrides)
+    out_dir = FilePath(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    corpus = _corpus(corpus)
+    model, tokenizer = load_model(recipe, corpus, out_dir)
+    tokenizer.save_pretrained(out_dir)
+    train_set, train_tokens = build_dataset(corpus["train"], tokenizer, recipe, recipe.seed, augment=True)
+    eval_set, _ = build_dataset(corpus["eval"] if "eval" in corpus else corpus["train"], tokenizer, recipe, 1)
+    collator = Collator(tokenizer.pad_token_id, recipe.packing, recipe.max_length if recipe.packing else None)
+    trainer = Trainer(model=model, args=training_arguments(recipe, out_dir), train_dataset=train_set,
+                      eval_dataset=eval_set, data_collator=collator, processing_class=tokenizer,
+                      callbacks=list(callbacks))
+    trainer.train_tokens = train_tokens      # real tokens in one epoch of the training split
+    return trainer, recipe, corpus
+
+
 def train(corpus, out_dir: str | FilePath, recipe: "Recipe | str | dict | None" = None, resume: bool = True,
           callbacks: Iterable = (), **overrides: Any) -> TrainResult:
     """Compile: fine-tune on ``corpus`` (a synthesis folder, a corpus folder or a DatasetDict).
@@ -432,21 +505,11 @@ def train(corpus, out_dir: str | FilePath, recipe: "Recipe | str | dict | None" 
     model card; checkpoints live in ``out_dir/checkpoint-*``. With ``resume`` a killed run
     continues from its last checkpoint, same data order, same schedule.
     """
-    from transformers import Trainer
     from transformers.trainer_utils import get_last_checkpoint
 
-    recipe = load_recipe(recipe, **overrides)
     out_dir = FilePath(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    corpus = _corpus(corpus)
-    model, tokenizer = load_model(recipe, corpus, out_dir)
-    tokenizer.save_pretrained(out_dir)
-    train_set, train_tokens = build_dataset(corpus["train"], tokenizer, recipe, recipe.seed)
-    eval_set, _ = build_dataset(corpus["eval"] if "eval" in corpus else corpus["train"], tokenizer, recipe, 1)
-    collator = Collator(tokenizer.pad_token_id, recipe.packing, recipe.max_length if recipe.packing else None)
-    trainer = Trainer(model=model, args=training_arguments(recipe, out_dir), train_dataset=train_set,
-                      eval_dataset=eval_set, data_collator=collator, processing_class=tokenizer,
-                      callbacks=list(callbacks))
+    trainer, recipe, corpus = build_trainer(corpus, out_dir, recipe, callbacks, **overrides)
+    train_tokens = trainer.train_tokens
     padding = padding_fraction(trainer.get_train_dataloader())
     checkpoint = get_last_checkpoint(str(out_dir)) if resume and out_dir.exists() else None
     epoch0 = json.loads((FilePath(checkpoint) / "trainer_state.json").read_text())["epoch"] if checkpoint else 0.0
@@ -454,20 +517,41 @@ def train(corpus, out_dir: str | FilePath, recipe: "Recipe | str | dict | None" 
     trainer.train(resume_from_checkpoint=checkpoint)
     seconds = time.perf_counter() - start
     state = trainer.state
-    eval_loss = trainer.evaluate()["eval_loss"]
-    model = trainer.model.merge_and_unload() if recipe.lora_rank else trainer.model
-    if recipe.lora_rank:
+    if recipe.lora_rank:        # deploy merged weights (loads with AutoModelForCausalLM); keep the adapter too
         trainer.model.save_pretrained(out_dir / "adapter")
-    model.config.use_cache = True
-    model.save_pretrained(out_dir)
-    tokenizer.save_pretrained(out_dir)
-    result = TrainResult(out_dir=out_dir, best_checkpoint=state.best_model_checkpoint, eval_loss=eval_loss,
+        trainer.model = trainer.model.merge_and_unload()
+    trainer.save_model(str(out_dir))     # gathers ZeRO-3 / FSDP shards; the best checkpoint's weights
+    if not trainer.is_world_process_zero():
+        return None
+    model = trainer.model
+    result = TrainResult(out_dir=out_dir, best_checkpoint=state.best_model_checkpoint, eval_loss=state.best_metric,
                          train_seconds=seconds, padding_fraction=padding, global_step=state.global_step,
                          tokens_per_second=train_tokens * (state.epoch - epoch0) / max(seconds, 1e-9),
                          epochs=state.epoch, train_tokens=train_tokens,
                          parameters=sum(p.numel() for p in model.parameters()), history=state.log_history)
     write_model_card(result, recipe, corpus)
+    write_training_record(result, recipe)
     return result
+
+
+TRAINING_RECORD = "training.json"
+
+
+def write_training_record(result: TrainResult, recipe: Recipe) -> FilePath:
+    """``training.json`` next to the weights: the :class:`TrainResult` and the recipe, machine-readable."""
+    record = {k: v for k, v in asdict(result).items() if k != "history"}
+    record["out_dir"] = str(result.out_dir)
+    record["recipe"] = recipe.as_dict()
+    record["history"] = result.history
+    path = result.out_dir / TRAINING_RECORD
+    path.write_text(json.dumps(record, indent=1, default=str))
+    return path
+
+
+def read_training_record(model_dir: str | FilePath) -> dict | None:
+    """What :func:`train` recorded about the model in ``model_dir`` (None for a model it did not train)."""
+    path = FilePath(model_dir) / TRAINING_RECORD
+    return json.loads(path.read_text()) if path.exists() else None
 
 
 def write_model_card(result: TrainResult, recipe: Recipe, corpus) -> FilePath:

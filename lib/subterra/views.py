@@ -151,6 +151,8 @@ class PathBrowser:
         total = len(self._paths[self.domain.value])
         self.summary.value = f"<b>{len(paths)}</b> of {total} paths match"
         self.path.options = [(f"{p.id} · {len(p)} turns · {p.terminal}", p.index) for p in paths]
+        if paths and self.path.value is None:      # a filter that emptied the list, then refilled it
+            self.path.value = paths[0].index
         self._on_path()
 
     def _on_path(self) -> None:
@@ -226,7 +228,7 @@ class TranscriptBrowser:
         return self.rows[self.dialogue.value or 0]
 
     def _on_dialogue(self) -> None:
-        self.step.max = len(self.row["nodes"])
+        self.step.max = max(1, len(self.row["nodes"]))
         self.step.value = self.step.max
         self._render()
 
@@ -249,3 +251,58 @@ class TranscriptBrowser:
         path = self._paths.get(self.row["path_id"])
         if path is not None:
             self.graph_view.value = _iframe(graph_html(self.workflow, path, self.step.value - 1, "440px"), 460)
+
+
+class ChatBox:
+    """ipywidgets chat with an agent that answers from the conversation alone.
+
+    ``agent`` is anything with ``reply(messages) -> str`` (e.g. :class:`subterra.agent.Agent`);
+    it gets the one-line ``system_prompt`` and the conversation so far, nothing else.
+    """
+
+    def __init__(self, agent, system_prompt: str, greet: bool = True):
+        import ipywidgets as w
+
+        self.agent, self.system_prompt = agent, system_prompt
+        self.messages: list[dict] = []
+        self.log = w.HTML()
+        self.entry = w.Text(placeholder="Type as the customer and press Enter", layout=w.Layout(width="70%"))
+        self.send = w.Button(description="Send")
+        self.reset_button = w.Button(description="Start over")
+        self.send.on_click(lambda _: self.say(self.entry.value))
+        self.entry.continuous_update = False
+        self.entry.observe(lambda change: self.say(change["new"]) if change["new"] else None, "value")
+        self.reset_button.on_click(lambda _: self.reset(greet))
+        self.widget = w.VBox([self.log, w.HBox([self.entry, self.send, self.reset_button])])
+        self.reset(greet)
+
+    def reset(self, greet: bool = True) -> None:
+        self.messages = []
+        if greet:
+            self._agent_turn()
+        self._render()
+
+    def say(self, text: str) -> str:
+        """Send a customer message; return the agent's reply."""
+        text = text.strip()
+        if not text:
+            return ""
+        self.messages.append({"role": "user", "content": text})
+        self.entry.value = ""
+        reply = self._agent_turn()
+        self._render()
+        return reply
+
+    def _agent_turn(self) -> str:
+        reply = self.agent.reply([{"role": "system", "content": self.system_prompt}] + self.messages)
+        self.messages.append({"role": "assistant", "content": reply})
+        return reply
+
+    def _render(self) -> None:
+        bubbles = []
+        for m in self.messages:
+            align, colour = ("left", "#EEF3FB") if m["role"] == "assistant" else ("right", "#FCEFE6")
+            bubbles.append(f'<div style="text-align:{align};margin:4px"><span style="display:inline-block;'
+                           f'background:{colour};padding:6px 10px;border-radius:8px;max-width:80%">'
+                           f'{html.escape(m["content"])}</span></div>')
+        self.log.value = (f"<p><i>system:</i> {html.escape(self.system_prompt)}</p>" + "".join(bubbles))

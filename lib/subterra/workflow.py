@@ -471,6 +471,13 @@ class _Validator:
                     if tree_node.id not in wf.variables:
                         self.fail(f"condition {edge.check.source!r} uses undefined variable '{tree_node.id}'",
                                   path, node=edge.source)
+            for name in edge.check.names & set(wf.variables):      # every value each variable can take
+                for value in wf.variables[name] + wf.held_out.get(name, ()):
+                    try:
+                        edge.check.evaluate({**sample, name: value})
+                    except TypeError:
+                        self.fail(f"condition {edge.check.source!r} compares values of incompatible types "
+                                  f"({name} = {value!r})", path, node=edge.source)
             try:
                 edge.check.evaluate(sample)
             except TypeError:

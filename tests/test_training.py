@@ -1,0 +1,198 @@
+"""Training: the loss mask by hand, packing, recipes, a tiny from-scratch run, resume, LoRA.
+
+Models here are minuscule (2 layers, 64 dims) and runs are a few steps: these tests check the
+machinery, not what the model learns (benchmarks/bench_training.py measures that).
+"""
+
+import json
+
+import pytest
+import torch
+
+from subterra import parse_workflow
+from subterra.synthesis import load_corpus, synthesize
+from subterra.training import (IGNORE, Collator, RecipeError, build_dataset, build_trainer, encode_dialogue,
+                               fit_tokenizer, load_recipe, pack, padding_fraction, read_training_record, relexicalize,
+                               tiny_model, train)
+
+TINY = dict(num_layers=2, hidden_size=64, num_heads=2, intermediate_size=128, vocab_size=400, max_length=512,
+            per_device_train_batch_size=4, eval_strategy="steps", eval_steps=2, logging_steps=1,
+            learning_rate=3e-3, packing=True)
+TWO_TURNS = [{"role": "system", "content": "You are a helpful booking assistant."},
+             {"role": "assistant", "content": "Hello, which city?"},
+             {"role": "user", "content": "A trip to Braga, budget 900."},
+             {"role": "assistant", "content": "I found Braga for 300."}]
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    from conftest import TOY
+
+    out = tmp_path_factory.mktemp("toy")
+    synthesize(parse_workflow(TOY), 200, out, "offline", progress=False)
+    return load_corpus(out)
+
+
+@pytest.fixture(scope="module")
+def tokenizer(corpus):
+    from subterra.training import corpus_texts
+
+    return fit_tokenizer(corpus_texts(corpus), 400)
+
+
+@pytest.fixture(scope="module")
+def trained(corpus, tmp_path_factory):
+    out = tmp_path_factory.mktemp("model")
+    return train(corpus, out, None, max_steps=4, **TINY)
+
+
+def test_loss_mask_counts_exactly_the_assistant_tokens(tokenizer):
+    ids, labels = encode_dialogue(tokenizer, TWO_TURNS)
+    assert len(ids) == len(labels)
+    expected = []
+    for content in ("Hello, which city?", "I found Braga for 300."):
+        expected += tokenizer(content, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+    assert [t for t in labels if t != IGNORE] == expected          # contents and each turn's <|im_end|>
+    assert tokenizer.decode([t for t in labels if t != IGNORE]) == \
+        "Hello, which city?<|im_end|>I found Braga for 300.<|im_end|>"
+    # the {% generation %} markers in the chat template give transformers the same mask
+    enc = tokenizer.apply_chat_template(TWO_TURNS, return_dict=True, return_assistant_tokens_mask=True)
+    assert enc["input_ids"] == ids
+    assert [i if m else IGNORE for i, m in zip(ids, enc["assistant_masks"])] == labels
+
+
+def test_tokenizer_saves_and_loads_like_a_hub_tokenizer(tokenizer, tmp_path):
+    from transformers import AutoTokenizer
+
+    tokenizer.save_pretrained(tmp_path)
+    again = AutoTokenizer.from_pretrained(tmp_path)
+    assert encode_dialogue(again, TWO_TURNS) == encode_dialogue(tokenizer, TWO_TURNS)
+    assert again.apply_chat_template(TWO_TURNS[:3], tokenize=False, add_generation_prompt=True).endswith(
+        "<|im_start|>assistant\n")
+    assert again.decode(again("Reykjavik")["input_ids"]) == "Reykjavik"      # byte-level: any string round-trips
+
+
+def test_packing_keeps_dialogues_apart(tokenizer):
+    recipe = load_recipe(None, **TINY)
+    a = encode_dialogue(tokenizer, TWO_TURNS)
+    b = encode_dialogue(tokenizer, TWO_TURNS[:2])
+    block = pack([a, b], 512)
+    assert len(block) == 1
+    batch = Collator(tokenizer.pad_token_id, packed=True, pad_to=512)(block)
+    torch.manual_seed(0)
+    model = tiny_model(tokenizer, recipe).eval()
+    with torch.no_grad():
+        packed = model(**{k: v for k, v in batch.items() if k != "labels"}).logits[0]
+        for ids, start in ((a[0], 0), (b[0], len(a[0]))) if len(block[0]["input_ids"]) == len(a[0]) + len(b[0]) \
+                else ((b[0], 0), (a[0], len(b[0]))):
+            alone = model(input_ids=torch.tensor([ids])).logits[0]
+            assert torch.allclose(packed[start:start + len(ids)], alone, atol=1e-4)
+
+
+def test_packing_pads_under_five_percent(corpus, tokenizer):
+    recipe = load_recipe(None, **TINY)
+    rows, real = build_dataset(corpus["train"], tokenizer, recipe)
+    assert sum(len(r) for r in rows["input_ids"]) == real
+    assert 1 - real / (len(rows) * recipe.max_length) <= 0.05
+
+
+def test_length_grouped_batches_pad_under_five_percent(corpus, tmp_path):
+    trainer, recipe, _ = build_trainer(corpus, tmp_path, None, **{**TINY, "packing": False})
+    assert padding_fraction(trainer.get_train_dataloader()) <= 0.05
+
+
+def test_relexicalize_replaces_what_the_customer_says_first():
+    import random
+
+    values = {"city": "Braga", "price": 300, "desk": {"name": "Front desk", "hours": "9-17"}}
+    out = relexicalize(TWO_TURNS, values, random.Random(0))
+    fresh = out[2]["content"].split()[3].rstrip(",")
+    assert fresh != "Braga" and len(fresh) == 5 and fresh[0].isupper()
+    assert out[3]["content"] == f"I found {fresh} for 300."         # the same made-up city, the price kept
+    assert [m["role"] for m in out] == [m["role"] for m in TWO_TURNS]
+
+
+def test_recipes_load_and_bad_ones_fail_in_one_line(tmp_path):
+    for name in ("tiny-cpu", "qwen2.5-3b-instruct-travel", "qwen3-8b-zoom", "qwen3-8b-insurance",
+                 "qwen2.5-0.5b-instruct"):
+        assert load_recipe(name).learning_rate > 0
+    paper = load_recipe("qwen2.5-3b-instruct-travel")
+    assert (paper.learning_rate, paper.lr_scheduler_type, paper.bf16) == (2e-5, "cosine", True)
+    assert paper.per_device_train_batch_size * paper.gradient_accumulation_steps == 16
+    cases = {"learnin_rate: 1e-3\n": "learnin_rate", "learning_rate: fast\n": "learning_rate",
+             "per_device_train_batch_size: 0\n": "per_device_train_batch_size",
+             "lr_scheduler_type: zigzag\n": "lr_scheduler_type", "packing: 3\n": "packing",
+             "hidden_size: 100\nnum_heads: 3\n": "hidden_size", "relexicalize: 2\n": "relexicalize"}
+    for i, (text, field) in enumerate(cases.items()):
+        bad = tmp_path / f"bad{i}.yaml"
+        bad.write_text(text)
+        with pytest.raises(RecipeError) as err:
+            load_recipe(bad)
+        message = str(err.value)
+        assert "\n" not in message and str(bad) in message and f"field '{field}'" in message
+    with pytest.raises(RecipeError, match="no such recipe"):
+        load_recipe("no-such-recipe")
+
+
+def test_train_save_reload_generate(trained):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from subterra.agent import Agent
+
+    assert trained.global_step == 4 and trained.eval_loss is not None
+    # this toy corpus fills only ~43 blocks, so a block's slack weighs more than on a real corpus
+    assert 0 < trained.padding_fraction <= 0.1 and trained.tokens_per_second > 0
+    card = (trained.out_dir / "README.md").read_text()
+    assert "corpus hash" in card and "eval loss" in card and "learning_rate" in card
+    record = read_training_record(trained.out_dir)
+    assert record["global_step"] == 4 and record["train_seconds"] == trained.train_seconds
+    assert record["recipe"]["hidden_size"] == 64 and any("eval_loss" in row for row in record["history"])
+    tokenizer = AutoTokenizer.from_pretrained(trained.out_dir)
+    model = AutoModelForCausalLM.from_pretrained(trained.out_dir)
+    prompt = tokenizer.apply_chat_template(TWO_TURNS[:3], add_generation_prompt=True, return_tensors="pt",
+                                           return_dict=True)
+    out = model.generate(**prompt, max_new_tokens=5, do_sample=False)
+    assert out.shape[1] > prompt["input_ids"].shape[1]
+    agent = Agent(trained.out_dir, max_new_tokens=8)
+    assert isinstance(agent.reply(TWO_TURNS[:3]), str)
+
+
+def test_resume_after_kill_continues_the_step_count(corpus, tmp_path):
+    from transformers import TrainerCallback
+
+    class Kill(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            if state.global_step == 3:
+                raise KeyboardInterrupt          # a kill after the step-2 checkpoint was written
+
+    with pytest.raises(KeyboardInterrupt):
+        train(corpus, tmp_path, None, max_steps=4, callbacks=[Kill()], **TINY)
+    assert (tmp_path / "checkpoint-2").exists() and not (tmp_path / "checkpoint-4").exists()
+    result = train(corpus, tmp_path, None, max_steps=6, **TINY)
+    assert result.global_step == 6
+    steps = [row["step"] for row in result.history if "loss" in row]
+    assert steps == [1, 2, 3, 4, 5, 6]                      # 1-2 from the checkpoint, 3-6 from the resume
+    state = json.loads((tmp_path / "checkpoint-6" / "trainer_state.json").read_text())
+    assert state["global_step"] == 6
+
+
+def test_lora_path_runs_a_step(corpus, tmp_path):
+    result = train(corpus, tmp_path, None, max_steps=1, lora_rank=4, **{**TINY, "eval_steps": 1})
+    assert result.global_step == 1 and (tmp_path / "adapter").exists()
+    from transformers import AutoModelForCausalLM
+
+    assert AutoModelForCausalLM.from_pretrained(tmp_path).num_parameters() == result.parameters
+
+
+def test_evaluate_next_steps_reports_fractions(trained):
+    from conftest import TOY
+
+    from subterra.agent import evaluate_next_steps, nearest_node
+
+    wf = parse_workflow(TOY)
+    values = {"city": "Braga", "budget": 900, "price": 300, "desk": {"name": "Front desk", "hours": "9-17"}}
+    assert nearest_node(wf, "Okay. I found Braga for 300.", values) == "offer"
+    report = evaluate_next_steps(trained.out_dir, wf, n=3)
+    assert report.dialogues == 3 and report.turns >= 6
+    for share in (report.turn_accuracy, report.dialogue_accuracy, report.value_carrying, report.copy_carrying):
+        assert 0 <= share <= 1
