@@ -89,3 +89,18 @@ def test_paper_numbers_and_plots(run):
     assert plot_paired_differences(scores).get_title().startswith("Paired differences")
     axes = plot_costs(transcripts)
     assert axes[0].get_yscale() == "log"
+
+
+def test_results_json_stays_valid_when_a_difference_never_varies(run, tmp_path):
+    _, transcripts, scores = run
+    shifted = scores[scores["condition"] == "subterranean"].copy()
+    shifted["condition"] = "orchestrated"
+    for criterion in CRITERIA:                          # every paired difference is exactly 1: d is infinite
+        shifted[criterion] = (shifted[criterion] - 1).clip(lower=0)
+    base = scores[scores["condition"] == "subterranean"]
+    keep = (base.set_index("scenario_id")[list(CRITERIA)] >= 1).all(axis=1)
+    both = pd.concat([base[base["scenario_id"].map(keep)], shifted[shifted["scenario_id"].map(keep)]])
+    runs = {"subterranean": transcripts["subterranean"], "orchestrated": transcripts["subterranean"]}
+    results_json, _ = write_results(tmp_path, "toy", both, runs, 60.0, n_resamples=200)
+    summary = json.loads(results_json.read_text())                 # strict JSON: no Infinity, no NaN
+    assert any(c["d"] is None for c in summary["comparisons"])

@@ -10,14 +10,14 @@ carry the scenario's values (an unseen city, a price) into what it says?
 
 from __future__ import annotations
 
-import difflib
 import random
 import time
 from dataclasses import dataclass, field
 from pathlib import Path as FilePath
 from typing import Any
 
-from .workflow import Workflow, render
+from .conformance import NodeMatcher
+from .workflow import Workflow
 
 
 class Agent:
@@ -67,21 +67,10 @@ def _flat_values(values: dict[str, Any]) -> list[str]:
     return [v for v in flat if len(v) > 1]
 
 
-def _similarity(a: str, b: str) -> float:
-    return difflib.SequenceMatcher(None, a.lower(), b.lower()).ratio()
-
-
-def nearest_node(workflow: Workflow, text: str, values: dict[str, Any]) -> str:
-    """The agent node whose example utterances, filled with this scenario's values, read most like ``text``."""
-    best, best_score = "", -1.0
-    for node in workflow.nodes.values():
-        if node.role != "agent":
-            continue
-        for example in node.examples:
-            score = _similarity(text, render(example, values))
-            if score > best_score:
-                best, best_score = node.id, score
-    return best
+def nearest_node(workflow: Workflow, text: str, values: dict[str, Any],
+                 matcher: NodeMatcher | None = None) -> str:
+    """The agent node whose example utterances read most like ``text`` (values masked; see conformance)."""
+    return (matcher or NodeMatcher(workflow, role="agent")).match(text, values).node
 
 
 @dataclass
@@ -90,6 +79,8 @@ class NextStepReport:
     turns: int
     turn_accuracy: float        # generated turns classified as the gold turn's node
     dialogue_accuracy: float    # dialogues whose every assistant turn took the right step
+    permitted_accuracy: float   # turns classified as any agent node the graph allows after the customer's turn
+    dialogue_permitted: float   # dialogues whose every assistant turn took a permitted step
     value_carrying: float       # turns with values whose every gold value appears in the generation
     value_turns: int
     copy_carrying: float        # the same, counting only values said earlier in the conversation
@@ -99,7 +90,8 @@ class NextStepReport:
 
     def __str__(self) -> str:
         return (f"next step {100 * self.turn_accuracy:.1f}% of {self.turns} turns "
-                f"({100 * self.dialogue_accuracy:.1f}% of {self.dialogues} dialogues all right); "
+                f"({100 * self.dialogue_accuracy:.1f}% of {self.dialogues} dialogues all right; "
+                f"{100 * self.dialogue_permitted:.1f}% taking only steps the graph permits); "
                 f"values carried {100 * self.value_carrying:.1f}% of {self.value_turns} turns "
                 f"({100 * self.copy_carrying:.1f}% of {self.copy_turns} where the value was said before)")
 
@@ -124,7 +116,13 @@ def gold_dialogues(workflow: Workflow, n: int, seed: int = 0) -> list:
 
 def evaluate_next_steps(model_dir: str | FilePath | Agent, workflow: Workflow, n: int = 50,
                         seed: int = 0) -> NextStepReport:
-    """Teacher-forced next-step evaluation on ``n`` held-out scenarios (gold customer turns fed in)."""
+    """Teacher-forced next-step evaluation on ``n`` held-out scenarios (gold customer turns fed in).
+
+    Each generated turn is mapped onto the nearest agent node (:class:`NodeMatcher`). *Strict*: it
+    is the gold turn's node. *Permitted*: it is one the graph allows after the previous gold turn;
+    the two differ where the branch depends on something the conversation has not said yet (a
+    bank declining a card), which no agent can know from the words so far.
+    """
     start = time.perf_counter()
     agent = model_dir if isinstance(model_dir, Agent) else Agent(model_dir)
     dialogues = gold_dialogues(workflow, n, seed)
@@ -135,16 +133,22 @@ def evaluate_next_steps(model_dir: str | FilePath | Agent, workflow: Workflow, n
                 prompts.append(dialogue.messages(workflow.system_prompt)[:k + 1])
                 where.append((d, k))
     replies = agent.reply_batch(prompts)
+    matcher = NodeMatcher(workflow, role="agent")
     right_dialogue = [True] * len(dialogues)
-    right = value_turns = value_ok = copy_turns = copy_ok = 0
+    permitted_dialogue = [True] * len(dialogues)
+    permitted = right = value_turns = value_ok = copy_turns = copy_ok = 0
     failures = []
     for (d, k), reply in zip(where, replies):
         dialogue = dialogues[d]
         gold = dialogue.turns[k]
         values = dialogue.scenario.values
-        step_ok = nearest_node(workflow, reply, values) == gold.node
+        node = nearest_node(workflow, reply, values, matcher)
+        step_ok = node == gold.node
+        allowed = ({e.target for e in workflow.successors(dialogue.turns[k - 1].node)} if k else {workflow.start})
         right += step_ok
+        permitted += node in allowed
         right_dialogue[d] &= step_ok
+        permitted_dialogue[d] &= node in allowed
         said = [v for v in _flat_values(values) if v in gold.content]
         before = " ".join(t.content for t in dialogue.turns[:k])
         copied = [v for v in said if v in before]
@@ -156,9 +160,12 @@ def evaluate_next_steps(model_dir: str | FilePath | Agent, workflow: Workflow, n
             copy_turns += 1
             copy_ok += all(v in reply for v in copied)
         if not (step_ok and carried) and len(failures) < 20:
-            failures.append({"dialogue": dialogue.id, "node": gold.node, "gold": gold.content, "reply": reply})
+            failures.append({"dialogue": dialogue.id, "node": gold.node, "got": node, "gold": gold.content,
+                             "reply": reply})
     return NextStepReport(dialogues=len(dialogues), turns=len(replies), turn_accuracy=right / max(len(replies), 1),
                           dialogue_accuracy=sum(right_dialogue) / max(len(dialogues), 1),
+                          permitted_accuracy=permitted / max(len(replies), 1),
+                          dialogue_permitted=sum(permitted_dialogue) / max(len(dialogues), 1),
                           value_carrying=value_ok / max(value_turns, 1), value_turns=value_turns,
                           copy_carrying=copy_ok / max(copy_turns, 1), copy_turns=copy_turns,
                           seconds=time.perf_counter() - start, failures=failures)

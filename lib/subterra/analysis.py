@@ -159,8 +159,9 @@ def results(domain: str, scores: pd.DataFrame, transcripts: Mapping[str, list[di
 
 
 def _num(x) -> float | None:
+    """A JSON number, or null where there is none (NaN; an infinite d when every paired difference is equal)."""
     x = float(x)
-    return None if math.isnan(x) else round(x, 6) if math.isfinite(x) else x
+    return round(x, 6) if math.isfinite(x) else None
 
 
 def write_results(out_dir: str | Path, domain: str, scores: pd.DataFrame, transcripts: Mapping[str, list[dict]],
