@@ -107,9 +107,42 @@ def test_relexicalize_replaces_what_the_customer_says_first():
     values = {"city": "Braga", "price": 300, "desk": {"name": "Front desk", "hours": "9-17"}}
     out = relexicalize(TWO_TURNS, values, random.Random(0))
     fresh = out[2]["content"].split()[3].rstrip(",")
-    assert fresh != "Braga" and len(fresh) == 5 and fresh[0].isupper()
+    assert fresh != "Braga" and fresh.isalpha() and fresh[0].isupper() and fresh[1:].islower()
     assert out[3]["content"] == f"I found {fresh} for 300."         # the same made-up city, the price kept
     assert [m["role"] for m in out] == [m["role"] for m in TWO_TURNS]
+
+
+def test_scramble_keeps_the_shape_of_a_value():
+    import random
+
+    from subterra.training import scramble
+
+    rng = random.Random(1)
+    for value in ("Luang Prabang", "3X4NTD", "4:45 pm", "1939", "Gulnara"):
+        made_up = {scramble(value, rng) for _ in range(20)}
+        assert value not in made_up and len(made_up) > 15          # new every draw
+        for new in made_up:
+            assert [w.isdigit() for w in new.split()] == [w.isdigit() for w in value.split()]
+            assert len(new.split()) == len(value.split()) and new[0].isupper() == value[0].isupper()
+    assert scramble("4:45 pm", rng).endswith(" pm") and scramble("3X4NTD", rng)[1].isupper()
+
+
+def test_made_up_values_are_fresh_every_epoch_and_reproducible(corpus, tokenizer):
+    from subterra.training import FreshValues
+
+    recipe = load_recipe(None, **{**TINY, "packing": False, "relexicalize": 1.0})
+    rows, real = build_dataset(corpus["train"], tokenizer, recipe, seed=3, augment=True)
+    assert isinstance(rows, FreshValues) and real == sum(rows.lengths)
+    first = [rows[i]["input_ids"] for i in range(20)]
+    rows.set_epoch(1)
+    second = [rows[i]["input_ids"] for i in range(20)]
+    assert sum(a != b for a, b in zip(first, second)) >= 15        # new customer values in epoch 2
+    again, _ = build_dataset(corpus["train"], tokenizer, recipe, seed=3, augment=True)
+    again.set_epoch(1)
+    assert [again[i]["input_ids"] for i in range(20)] == second     # a resumed run sees the same data
+    for i in range(20):                                             # the loss mask still fits the text
+        labels = rows[i]["labels"]
+        assert len(labels) == len(rows[i]["input_ids"]) and any(t != IGNORE for t in labels)
 
 
 def test_recipes_load_and_bad_ones_fail_in_one_line(tmp_path):

@@ -306,21 +306,36 @@ class Collator:
 
 # --------------------------------------------------------------------------- relexicalization
 
-VOWELS, CONSONANTS = "aeiou", "bcdfghjklmnprstvwz"
+ONSETS = ("b", "d", "f", "g", "h", "k", "l", "m", "n", "p", "r", "s", "t", "v", "z", "br", "ch", "sh", "st", "tr")
+VOWELS, CODAS = ("a", "e", "i", "o", "u"), ("", "", "n", "r", "l", "s")
+
+
+def _word(length: int, rng: random.Random) -> str:
+    out = ""
+    while len(out) < max(length - 1, 2):
+        out += rng.choice(ONSETS) + rng.choice(VOWELS) + rng.choice(CODAS)
+    return out
 
 
 def scramble(value: str, rng: random.Random) -> str:
-    """A made-up value of the same shape: letters for letters (vowel for vowel), digits for digits."""
-    out = []
-    for ch in value:
-        if ch.isdigit():
-            out.append(rng.choice("0123456789"))
-        elif ch.isalpha() and ch.isascii():
-            new = rng.choice(VOWELS if ch.lower() in VOWELS else CONSONANTS)
-            out.append(new.upper() if ch.isupper() else new)
-        else:
-            out.append(ch)
-    return "".join(out)
+    """A made-up value of the same shape: pronounceable words for words (capitals kept), digits for digits.
+
+    Syllables rather than random letters: a made-up "Torvalen" splits into sub-word pieces the
+    way an unseen real name does, so copying one teaches copying the other.
+    """
+    import re
+
+    def word(match):
+        text = match.group()
+        if not text.isalpha():          # digits, and codes such as 3X4NTD: character by character
+            return "".join(rng.choice("0123456789") if c.isdigit() else rng.choice("ABCDEFGHJKLMNPRSTUVWXYZ")
+                           if c.isalpha() else c for c in text)
+        if len(text) < 3:               # am, pm, St
+            return text
+        new = _word(len(text), rng)
+        return new.upper() if text.isupper() and len(text) > 1 else new.capitalize() if text[0].isupper() else new
+
+    return re.sub(r"[^\W_]+", word, value)
 
 
 def relexicalize(messages: list[dict], values: dict[str, Any], rng: random.Random) -> list[dict]:
@@ -348,18 +363,67 @@ def relexicalize(messages: list[dict], values: dict[str, Any], rng: random.Rando
 
 
 def build_dataset(split, tokenizer, recipe: Recipe, seed: int = 0, augment: bool = False):
-    """One split of the corpus -> a ``datasets.Dataset`` of training rows, and its real-token count."""
+    """One split of the corpus -> training rows, and its real-token count.
+
+    With ``augment`` (the training split) a ``recipe.relexicalize`` share of dialogues get made-up
+    customer values: fresh ones every epoch when dialogues are batched by length
+    (:class:`FreshValues`), one draw when they are packed into fixed blocks.
+    """
     from datasets import Dataset
 
     dialogues = list(split["messages"])
-    if augment and recipe.relexicalize and "scenario" in split.column_names:
+    values = ([json.loads(s)["values"] for s in split["scenario"]] if "scenario" in split.column_names
+              else [{} for _ in dialogues])
+    relex = augment and recipe.relexicalize > 0 and any(values)
+    if relex and not recipe.packing:
+        fresh = FreshValues(dialogues, values, tokenizer, recipe, seed)
+        return fresh, sum(fresh.lengths)
+    if relex:
         rng = random.Random(f"relex:{seed}")
-        dialogues = [relexicalize(m, json.loads(s)["values"], rng) if rng.random() < recipe.relexicalize else m
-                     for m, s in zip(dialogues, split["scenario"])]
+        dialogues = [relexicalize(m, v, rng) if rng.random() < recipe.relexicalize else m
+                     for m, v in zip(dialogues, values)]
     encoded = [encode_dialogue(tokenizer, m, recipe.max_length) for m in dialogues]
     rows = (pack(encoded, recipe.max_length, seed) if recipe.packing
             else [{"input_ids": i, "labels": l} for i, l in encoded])
     return Dataset.from_list(rows), sum(len(i) for i, _ in encoded)
+
+
+class FreshValues:
+    """Training dialogues whose made-up customer values are drawn anew every epoch.
+
+    A value drawn once can be memorised over several epochs like any pool value; a value that
+    changes every epoch can only be copied from the conversation. Dialogue ``i`` in epoch ``e``
+    is the same on every run (seeded by both), so a resumed run sees the data it would have.
+    """
+
+    def __init__(self, dialogues: list[list[dict]], values: list[dict], tokenizer, recipe: Recipe, seed: int = 0):
+        self.dialogues, self.values, self.tokenizer, self.recipe, self.seed = dialogues, values, tokenizer, recipe, seed
+        self.epoch = 0
+        self.lengths = [len(encode_dialogue(tokenizer, m, recipe.max_length)[0]) for m in dialogues]
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.dialogues)
+
+    def __getitem__(self, i: int) -> dict:
+        rng = random.Random(f"relex:{self.seed}:{self.epoch}:{i}")
+        messages = self.dialogues[i]
+        if rng.random() < self.recipe.relexicalize:
+            messages = relexicalize(messages, self.values[i], rng)
+        ids, labels = encode_dialogue(self.tokenizer, messages, self.recipe.max_length)
+        return {"input_ids": ids, "labels": labels}
+
+
+def _epoch_callback(dataset: FreshValues):
+    from transformers import TrainerCallback
+
+    class NewValuesEachEpoch(TrainerCallback):
+        def on_epoch_begin(self, args, state, control, **kwargs):
+            dataset.set_epoch(int(math.floor(state.epoch + 1e-6)))
+
+    return NewValuesEachEpoch()
 
 
 # --------------------------------------------------------------------------- models
@@ -490,9 +554,10 @@ def build_trainer(corpus, out_dir: str | FilePath, recipe: "Recipe | str | dict 
     train_set, train_tokens = build_dataset(corpus["train"], tokenizer, recipe, recipe.seed, augment=True)
     eval_set, _ = build_dataset(corpus["eval"] if "eval" in corpus else corpus["train"], tokenizer, recipe, 1)
     collator = Collator(tokenizer.pad_token_id, recipe.packing, recipe.max_length if recipe.packing else None)
+    callbacks = list(callbacks) + ([_epoch_callback(train_set)] if isinstance(train_set, FreshValues) else [])
     trainer = Trainer(model=model, args=training_arguments(recipe, out_dir), train_dataset=train_set,
                       eval_dataset=eval_set, data_collator=collator, processing_class=tokenizer,
-                      callbacks=list(callbacks))
+                      callbacks=callbacks)
     trainer.train_tokens = train_tokens      # real tokens in one epoch of the training split
     return trainer, recipe, corpus
 
