@@ -230,3 +230,30 @@ def test_evaluate_next_steps_reports_fractions(trained):
     assert report.permitted_accuracy >= report.turn_accuracy and report.dialogue_permitted >= report.dialogue_accuracy
     for share in (report.turn_accuracy, report.dialogue_accuracy, report.value_carrying, report.copy_carrying):
         assert 0 <= share <= 1
+
+
+def test_accelerate_configs_are_valid():
+    from accelerate.commands.config.config_args import ClusterConfig
+
+    from subterra.training import RECIPE_DIR
+
+    configs = RECIPE_DIR.parent / "configs" / "accelerate"
+    zero3 = ClusterConfig.from_yaml_file(str(configs / "zero3.yaml"))
+    assert zero3.distributed_type == "DEEPSPEED" and zero3.deepspeed_config["zero_stage"] == 3
+    fsdp = ClusterConfig.from_yaml_file(str(configs / "fsdp.yaml"))
+    assert fsdp.distributed_type == "FSDP" and fsdp.fsdp_config["fsdp_sharding_strategy"] == "FULL_SHARD"
+    assert zero3.mixed_precision == fsdp.mixed_precision == "bf16"
+
+
+def test_command_line_trains_single_process_and_reports_bad_recipes(corpus, tmp_path, capsys):
+    """`python -m subterra.training` is what `accelerate launch` runs; on a laptop it is one process."""
+    from subterra.training import main
+
+    corpus.save_to_disk(str(tmp_path / "corpus"))
+    sets = [f"--set={k}={v}" for k, v in {**TINY, "max_steps": 2, "eval_steps": 2}.items()]
+    assert main([str(tmp_path), str(tmp_path / "model"), *sets]) == 0
+    assert "eval loss" in capsys.readouterr().out
+    assert read_training_record(tmp_path / "model")["global_step"] == 2
+    assert main([str(tmp_path), str(tmp_path / "model2"), "--set", "learnin_rate=1"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert "learnin_rate" in err and "\n" not in err
