@@ -41,12 +41,14 @@ class Agent:
         """The next assistant turn after ``messages`` (system prompt first, then the conversation)."""
         return self.reply_batch([messages])[0]
 
-    def reply_batch(self, conversations: list[list[dict]], batch_size: int = 32) -> list[str]:
+    def reply_batch(self, conversations: list[list[dict]], batch_size: int = 32, progress: bool = False) -> list[str]:
         """Next assistant turns for many conversations at once (left-padded batches, greedy)."""
         import torch
+        from tqdm.auto import tqdm
 
         replies: list[str] = []
-        for i in range(0, len(conversations), batch_size):
+        starts = range(0, len(conversations), batch_size)
+        for i in tqdm(starts, desc="generating", unit="batch", disable=not progress):
             texts = [self.tokenizer.apply_chat_template(c, tokenize=False, add_generation_prompt=True)
                      for c in conversations[i:i + batch_size]]
             enc = self.tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(self.device)
@@ -115,7 +117,7 @@ def gold_dialogues(workflow: Workflow, n: int, seed: int = 0) -> list:
 
 
 def evaluate_next_steps(model_dir: str | FilePath | Agent, workflow: Workflow, n: int = 50,
-                        seed: int = 0) -> NextStepReport:
+                        seed: int = 0, progress: bool = False) -> NextStepReport:
     """Teacher-forced next-step evaluation on ``n`` held-out scenarios (gold customer turns fed in).
 
     Each generated turn is mapped onto the nearest agent node (:class:`NodeMatcher`). *Strict*: it
@@ -132,7 +134,7 @@ def evaluate_next_steps(model_dir: str | FilePath | Agent, workflow: Workflow, n
             if turn.role == "assistant":
                 prompts.append(dialogue.messages(workflow.system_prompt)[:k + 1])
                 where.append((d, k))
-    replies = agent.reply_batch(prompts)
+    replies = agent.reply_batch(prompts, progress=progress)
     matcher = NodeMatcher(workflow, role="agent")
     right_dialogue = [True] * len(dialogues)
     permitted_dialogue = [True] * len(dialogues)

@@ -114,7 +114,7 @@ def _train(args) -> int:
         overrides["lora_rank"] = args.lora_rank
     try:
         result = train(data, args.out or f"outputs/{wf.name}/model", args.recipe, resume=not args.no_resume,
-                       **overrides)
+                       progress=True, **overrides)
     except (RecipeError, FileNotFoundError) as exc:
         print(exc, file=sys.stderr)
         return 1

@@ -537,11 +537,11 @@ def training_arguments(recipe: Recipe, out_dir: FilePath, **extra):
         save_steps=recipe.eval_steps, save_total_limit=recipe.save_total_limit, load_best_model_at_end=True,
         metric_for_best_model="eval_loss", greater_is_better=False, logging_steps=recipe.logging_steps,
         train_sampling_strategy="random" if recipe.packing else "group_by_length",
-        report_to="none", disable_tqdm=True, remove_unused_columns=False, **extra)
+        report_to="none", remove_unused_columns=False, **{"disable_tqdm": True, **extra})
 
 
 def build_trainer(corpus, out_dir: str | FilePath, recipe: "Recipe | str | dict | None" = None,
-                  callbacks: Iterable = (), **overrides: Any):
+                  callbacks: Iterable = (), progress: bool = False, **overrides: Any):
     """The ``Trainer`` that :func:`train` runs (model, tokenizer, packed data), and the recipe it used."""
     from transformers import Trainer
 
@@ -555,25 +555,26 @@ def build_trainer(corpus, out_dir: str | FilePath, recipe: "Recipe | str | dict 
     eval_set, _ = build_dataset(corpus["eval"] if "eval" in corpus else corpus["train"], tokenizer, recipe, 1)
     collator = Collator(tokenizer.pad_token_id, recipe.packing, recipe.max_length if recipe.packing else None)
     callbacks = list(callbacks) + ([_epoch_callback(train_set)] if isinstance(train_set, FreshValues) else [])
-    trainer = Trainer(model=model, args=training_arguments(recipe, out_dir), train_dataset=train_set,
-                      eval_dataset=eval_set, data_collator=collator, processing_class=tokenizer,
-                      callbacks=callbacks)
+    trainer = Trainer(model=model, args=training_arguments(recipe, out_dir, disable_tqdm=not progress),
+                      train_dataset=train_set, eval_dataset=eval_set, data_collator=collator,
+                      processing_class=tokenizer, callbacks=callbacks)
     trainer.train_tokens = train_tokens      # real tokens in one epoch of the training split
     return trainer, recipe, corpus
 
 
 def train(corpus, out_dir: str | FilePath, recipe: "Recipe | str | dict | None" = None, resume: bool = True,
-          callbacks: Iterable = (), **overrides: Any) -> TrainResult:
+          callbacks: Iterable = (), progress: bool = False, **overrides: Any) -> TrainResult:
     """Compile: fine-tune on ``corpus`` (a synthesis folder, a corpus folder or a DatasetDict).
 
     The final (best-by-eval-loss) model and its tokenizer are saved in ``out_dir`` with a
     model card; checkpoints live in ``out_dir/checkpoint-*``. With ``resume`` a killed run
-    continues from its last checkpoint, same data order, same schedule.
+    continues from its last checkpoint, same data order, same schedule. ``progress`` shows the
+    Trainer's progress bar (tqdm.auto: a widget in a notebook).
     """
     from transformers.trainer_utils import get_last_checkpoint
 
     out_dir = FilePath(out_dir)
-    trainer, recipe, corpus = build_trainer(corpus, out_dir, recipe, callbacks, **overrides)
+    trainer, recipe, corpus = build_trainer(corpus, out_dir, recipe, callbacks, progress, **overrides)
     train_tokens = trainer.train_tokens
     padding = padding_fraction(trainer.get_train_dataloader())
     checkpoint = get_last_checkpoint(str(out_dir)) if resume and out_dir.exists() else None
