@@ -96,6 +96,9 @@ def test_subterranean_condition_uses_only_the_one_line_prompt(toy, tiny_agent):
     assert all(chat[0] == {"role": "system", "content": toy.system_prompt} for chat in seen)
     assert all(m["role"] != "system" for chat in seen for m in chat[1:])
     assert transcript.agent_turns >= 1 and all(t > 0 for t in transcript.prompt_tokens)
+    # prompt tokens count the whole templated chat, which grows every turn
+    assert transcript.prompt_tokens[0] > len(toy.system_prompt.split())
+    assert all(a < b for a, b in zip(transcript.prompt_tokens, transcript.prompt_tokens[1:]))
     assert transcript.dollars > 0 and transcript.stop_reason in ("turn_limit", "loop") or \
         transcript.stop_reason.startswith("terminal:")
 

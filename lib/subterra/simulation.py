@@ -225,6 +225,13 @@ class Condition:
         """Called before each conversation (controllers forget their state)."""
 
 
+def count_tokens(tokenizer, chat: list[dict], reply: str) -> tuple[int, int]:
+    """(prompt, completion) tokens of one small-model turn: the templated chat, and the reply plus its end token."""
+    prompt = tokenizer.apply_chat_template(chat, tokenize=False, add_generation_prompt=True)
+    return (len(tokenizer(prompt, add_special_tokens=False)["input_ids"]),
+            len(tokenizer(reply, add_special_tokens=False)["input_ids"]) + 1)
+
+
 def self_hosted_dollars(prompt_tokens: int, completion_tokens: int) -> float:
     """A self-hosted small model priced per GPU-hour as in the paper (A100 at $2.50/h)."""
     price_in, price_out = PRICES["self-hosted"]
@@ -245,8 +252,7 @@ class Subterranean(Condition):
         text = self.agent.reply(chat)
         seconds = time.perf_counter() - start
         tok = self.agent.tokenizer
-        prompt = len(tok.apply_chat_template(chat, tokenize=True, add_generation_prompt=True))
-        completion = len(tok(text, add_special_tokens=False)["input_ids"]) + 1
+        prompt, completion = count_tokens(tok, chat, text)
         return AgentTurn(text, prompt, completion, seconds, self_hosted_dollars(prompt, completion))
 
 
@@ -301,8 +307,7 @@ class Orchestrated(Condition):
             chat = [{"role": "system", "content": system}] + messages
             text = self.agent.reply(chat)
             tok = self.agent.tokenizer
-            prompt = len(tok.apply_chat_template(chat, tokenize=True, add_generation_prompt=True))
-            completion = len(tok(text, add_special_tokens=False)["input_ids"]) + 1
+            prompt, completion = count_tokens(tok, chat, text)
         return AgentTurn(text, prompt, completion, time.perf_counter() - start,
                          self_hosted_dollars(prompt, completion), node=self.node)
 
