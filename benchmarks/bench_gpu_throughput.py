@@ -72,6 +72,9 @@ def main() -> None:
     transformers.logging.set_verbosity_error()
     datasets.disable_progress_bars()
 
+    if not torch.cuda.is_available() and not args.layers:
+        print("GPU throughput: no CUDA device here, skipped (a CPU smoke run: --layers 2 --steps 4 --block 512)")
+        return
     out = Path(args.out)
     wf = load_domain(args.domain)
     synthesize(wf, args.n, out / "synthesis", "offline", progress=False)

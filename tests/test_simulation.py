@@ -1,5 +1,7 @@
 """Notebook 05 / subterra.simulation: the simulated customer, the conditions, resumable paired runs."""
 
+from pathlib import Path
+
 import pytest
 
 from subterra import enumerate_paths, load_domain, parse_workflow
@@ -184,3 +186,23 @@ def test_serialised_workflow_carries_every_node_and_condition(toy):
     assert all(node.prompt in text for node in toy.nodes.values())
     assert all(e.when in text for e in toy.edges if e.when)
     assert "Night desk" in text
+
+
+def test_orchestrated_speaker_follows_what_the_model_can_do(toy, tiny_agent, tmp_path):
+    import shutil
+
+    from subterra.simulation import build_conditions, follows_instructions
+
+    scratch = Path(tiny_agent.model.name_or_path)
+    assert not follows_instructions(scratch)            # trained from scratch: it never saw a node prompt
+    (auto,), _ = build_conditions(["orchestrated"], toy, scratch)
+    assert auto.agent is None
+    (forced,), _ = build_conditions(["orchestrated"], toy, scratch, orchestrated_speaker="model")
+    assert forced.agent is not None
+    base = tmp_path / "base"                            # a model from elsewhere (no training record)
+    shutil.copytree(scratch, base, ignore=shutil.ignore_patterns("training.json", "checkpoint-*"))
+    assert follows_instructions(base)
+    (pretrained,), _ = build_conditions(["orchestrated"], toy, base)
+    assert pretrained.agent is not None
+    with pytest.raises(ValueError, match="orchestrated_speaker"):
+        build_conditions(["orchestrated"], toy, None, orchestrated_speaker="gpt")

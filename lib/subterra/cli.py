@@ -147,7 +147,8 @@ def _simulate(args) -> int:
 
     wf = load_domain(args.domain)
     conditions, skipped = build_conditions(args.conditions.split(","), wf, args.model,
-                                           _frontier(args.frontier, args.frontier_model), args.seed)
+                                           _frontier(args.frontier, args.frontier_model), args.seed,
+                                           args.orchestrated_speaker)
     for message in skipped:
         print(f"skipped {message}", file=sys.stderr)
     simulator = None if args.simulator == "offline" else get_backend(args.simulator)
@@ -268,6 +269,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--simulator", default="offline", choices=["offline", "anthropic", "openai"])
     p.add_argument("--frontier", choices=["anthropic", "openai"], help="backend for in_context and langgraph")
     p.add_argument("--frontier-model", help="model for the frontier conditions")
+    p.add_argument("--orchestrated-speaker", default="auto", choices=["auto", "model", "offline"],
+                   help="who speaks under the controller (auto: the model, unless it was trained from scratch)")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(run=_simulate)
 

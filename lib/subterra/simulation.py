@@ -472,14 +472,35 @@ def load_transcripts(out_dir: str | FilePath, condition: str):
 CONDITIONS = ("subterranean", "orchestrated", "langgraph", "in_context")
 
 
+def follows_instructions(model_dir: str | FilePath) -> bool:
+    """False for a model :func:`subterra.training.train` built from scratch: it never saw an instruction."""
+    from .training import SCRATCH, read_training_record
+
+    record = read_training_record(model_dir)
+    return not (record and record["recipe"].get("model_name_or_path") in (SCRATCH, "", None))
+
+
 def build_conditions(names: Iterable[str], workflow: Workflow, model_dir: str | FilePath | None = None,
-                     frontier: Backend | None = None, seed: int = 0) -> tuple[list[Condition], list[str]]:
-    """Conditions by name, and a message for each one that cannot run here (and is skipped)."""
+                     frontier: Backend | None = None, seed: int = 0,
+                     orchestrated_speaker: str = "auto") -> tuple[list[Condition], list[str]]:
+    """Conditions by name, and a message for each one that cannot run here (and is skipped).
+
+    ``orchestrated_speaker``: ``model`` puts the small model under the controller (the paper's
+    same-model orchestrator); ``offline`` has the controller speak each node's own examples;
+    ``auto`` picks ``model`` unless the model was trained from scratch, since such a model has
+    never seen a node prompt and cannot follow one.
+    """
+    if orchestrated_speaker not in ("auto", "model", "offline"):
+        raise ValueError(f"orchestrated_speaker must be auto, model or offline; got {orchestrated_speaker!r}")
     agent = None
     if model_dir is not None:
         from .agent import Agent
 
         agent = Agent(model_dir)
+    speaker = agent
+    if orchestrated_speaker == "offline" or (orchestrated_speaker == "auto" and model_dir is not None
+                                             and not follows_instructions(model_dir)):
+        speaker = None
     conditions, skipped = [], []
     for name in names:
         if name not in CONDITIONS:
@@ -490,7 +511,7 @@ def build_conditions(names: Iterable[str], workflow: Workflow, model_dir: str | 
             else:
                 conditions.append(Subterranean(agent, workflow))
         elif name == "orchestrated":
-            conditions.append(Orchestrated(workflow, agent, seed))
+            conditions.append(Orchestrated(workflow, speaker, seed))
         elif frontier is None:
             skipped.append(f"{name}: needs a frontier model; set ANTHROPIC_API_KEY (or OPENAI_API_KEY) to run it")
         elif name == "in_context":
