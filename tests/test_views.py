@@ -56,3 +56,28 @@ def test_path_length_plot():
     matplotlib.use("Agg")
     ax = plot_path_lengths([load_domain(d) for d in DOMAINS])
     assert ax.get_xlabel().startswith("turns") and len(ax.get_legend().get_texts()) == 3
+
+
+def test_chat_box_gives_the_agent_the_one_line_prompt_and_the_conversation_only():
+    from subterra.views import ChatBox
+
+    class Echo:
+        def __init__(self):
+            self.seen = []
+
+        def reply(self, messages):
+            self.seen.append(messages)
+            return f"turn {len(messages)}: {messages[-1]['content'] if len(messages) > 1 else 'hello'}"
+
+    echo = Echo()
+    box = ChatBox(echo, "You are a helpful travel booking assistant.")
+    assert box.messages == [{"role": "assistant", "content": "turn 1: hello"}]           # it greets first
+    box.entry.value = "A trip to <Braga>"                # Enter in the text box sends it
+    assert box.messages[-2:] == [{"role": "user", "content": "A trip to <Braga>"},
+                                 {"role": "assistant", "content": "turn 3: A trip to <Braga>"}]
+    assert box.entry.value == "" and box.say("   ") == "" and len(box.messages) == 3   # blanks are not sent
+    assert "&lt;Braga&gt;" in box.log.value and "<Braga>" not in box.log.value          # escaped, never raw HTML
+    assert all(m[0] == {"role": "system", "content": "You are a helpful travel booking assistant."}
+               and all(x["role"] != "system" for x in m[1:]) for m in echo.seen)
+    box.reset()
+    assert len(box.messages) == 1
