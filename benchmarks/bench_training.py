@@ -18,7 +18,6 @@ import shutil
 import time
 from pathlib import Path
 
-import yaml
 
 
 class Counting:
@@ -90,7 +89,7 @@ def main() -> None:
     from subterra import load_domain
     from subterra.agent import evaluate_next_steps
     from subterra.synthesis import DEFAULT_SIZES, load_corpus, synthesize
-    from subterra.training import load_recipe, train
+    from subterra.training import load_recipe, parse_overrides, train
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--domain", default="travel")
@@ -110,7 +109,7 @@ def main() -> None:
     n = args.n or DEFAULT_SIZES.get(wf.name, 1000)
     synthesize(wf, n, out / "synthesis", "offline", progress=False)
     corpus = load_corpus(out / "synthesis")
-    recipe = load_recipe(args.recipe, **{k: yaml.safe_load(v) for k, v in (s.split("=", 1) for s in args.set)})
+    recipe = load_recipe(args.recipe, **parse_overrides(args.set))
     print(f"{wf.name}: {len(corpus['train'])} train / {len(corpus['eval'])} eval dialogues; recipe {args.recipe} "
           f"({recipe.num_layers} layers x {recipe.hidden_size}, vocab {recipe.vocab_size}, "
           f"{recipe.num_train_epochs:g} epochs, lr {recipe.learning_rate:g})")

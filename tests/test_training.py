@@ -257,3 +257,5 @@ def test_command_line_trains_single_process_and_reports_bad_recipes(corpus, tmp_
     assert main([str(tmp_path), str(tmp_path / "model2"), "--set", "learnin_rate=1"]) == 1
     err = capsys.readouterr().err.strip()
     assert "learnin_rate" in err and "\n" not in err
+    assert main([str(tmp_path), str(tmp_path / "model2"), "--set", "packing"]) == 1
+    assert capsys.readouterr().err.strip() == "--set: expected FIELD=VALUE, got 'packing'"

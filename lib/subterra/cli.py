@@ -95,33 +95,23 @@ def _synthesize(args) -> int:
 
 
 def _train(args) -> int:
-    import yaml
-
-    from .training import RecipeError, train
+    from .training import RecipeError, parse_overrides, train
 
     wf = load_domain(args.domain)
     data = args.data or f"outputs/{wf.name}/synthesis"
-    overrides = {}
-    for item in args.set:
-        if "=" not in item:
-            print(f"--set {item!r}: expected FIELD=VALUE", file=sys.stderr)
-            return 1
-        key, value = item.split("=", 1)
-        overrides[key] = yaml.safe_load(value)
-    if args.base:
-        overrides["model_name_or_path"] = args.base
-    if args.lora_rank:
-        overrides["lora_rank"] = args.lora_rank
     try:
+        overrides = parse_overrides(args.set)
+        if args.base:
+            overrides["model_name_or_path"] = args.base
+        if args.lora_rank:
+            overrides["lora_rank"] = args.lora_rank
         result = train(data, args.out or f"outputs/{wf.name}/model", args.recipe, resume=not args.no_resume,
                        progress=True, **overrides)
     except (RecipeError, FileNotFoundError) as exc:
         print(exc, file=sys.stderr)
         return 1
-    if result is None:          # a non-main process under accelerate
-        return 0
-    print(f"{result.out_dir}: eval loss {result.eval_loss:.4f}, {result.train_seconds:.0f} s, "
-          f"{result.tokens_per_second:,.0f} tokens/s, padding {100 * result.padding_fraction:.1f}%")
+    if result is not None:      # None: a process other than the main one under accelerate
+        print(result.summary())
     return 0
 
 

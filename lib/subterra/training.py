@@ -491,6 +491,23 @@ class TrainResult:
     parameters: int
     history: list[dict] = field(repr=False, default_factory=list)
 
+    def summary(self) -> str:
+        return (f"{self.out_dir}: eval loss {self.eval_loss:.4f}, {self.train_seconds:.0f} s, "
+                f"{self.tokens_per_second:,.0f} tokens/s, padding {100 * self.padding_fraction:.1f}%")
+
+
+def parse_overrides(items: Iterable[str]) -> dict[str, Any]:
+    """``["learning_rate=2e-5", "packing=true"]`` -> recipe overrides, each value read as YAML."""
+    import yaml
+
+    overrides = {}
+    for item in items:
+        if "=" not in item:
+            raise RecipeError(f"expected FIELD=VALUE, got {item!r}", file="--set")
+        key, value = item.split("=", 1)
+        overrides[key.strip()] = yaml.safe_load(value)
+    return overrides
+
 
 def _corpus(corpus):
     from datasets import DatasetDict, load_from_disk
@@ -675,8 +692,6 @@ def main(argv: list[str] | None = None) -> int:
     import argparse
     import sys
 
-    import yaml
-
     parser = argparse.ArgumentParser(prog="subterra.training", description=__doc__.splitlines()[0])
     parser.add_argument("corpus", help="synthesis output folder (with corpus/) or a saved DatasetDict")
     parser.add_argument("out", help="output folder for checkpoints, the model and its card")
@@ -685,13 +700,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-resume", action="store_true", help="start over even if checkpoints exist")
     args = parser.parse_args(argv)
     try:
-        overrides = {k: yaml.safe_load(v) for k, v in (s.split("=", 1) for s in args.set)}
-        result = train(args.corpus, args.out, args.recipe, resume=not args.no_resume, **overrides)
+        result = train(args.corpus, args.out, args.recipe, resume=not args.no_resume, **parse_overrides(args.set))
     except (RecipeError, ValueError) as exc:
         print(exc, file=sys.stderr)
         return 1
-    print(f"{result.out_dir}: eval loss {result.eval_loss:.4f}, {result.train_seconds:.0f} s, "
-          f"{result.tokens_per_second:,.0f} tokens/s, padding {100 * result.padding_fraction:.1f}%")
+    if result is not None:      # None: a process other than the main one under accelerate
+        print(result.summary())
     return 0
 
 
