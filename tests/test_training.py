@@ -259,3 +259,18 @@ def test_command_line_trains_single_process_and_reports_bad_recipes(corpus, tmp_
     assert "learnin_rate" in err and "\n" not in err
     assert main([str(tmp_path), str(tmp_path / "model2"), "--set", "packing"]) == 1
     assert capsys.readouterr().err.strip() == "--set: expected FIELD=VALUE, got 'packing'"
+
+
+def test_made_up_values_do_not_depend_on_the_hash_seed():
+    """A resumed run is a new process with a new string-hash seed; it must draw the same values."""
+    import os
+    import subprocess
+    import sys
+
+    code = ("import random; from subterra.training import relexicalize; "
+            "m = [{'role': 'user', 'content': 'From Oslo to Rome, Anna Berg'}, "
+            "{'role': 'assistant', 'content': 'Oslo to Rome for Anna Berg.'}]; "
+            "print(relexicalize(m, {'a': 'Oslo', 'b': 'Rome', 'c': 'Anna', 'd': 'Berg'}, random.Random(0)))")
+    runs = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                           env={**os.environ, "PYTHONHASHSEED": str(seed)}).stdout for seed in (1, 2, 3)}
+    assert len(runs) == 1 and "Oslo" not in runs.pop()

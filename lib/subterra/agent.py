@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path as FilePath
 from typing import Any
 
-from .conformance import NodeMatcher
+from .conformance import NodeMatcher, scalar_values
 from .workflow import Workflow
 
 
@@ -61,13 +61,6 @@ class Agent:
 
 
 # --------------------------------------------------------------------------- evaluation
-
-def _flat_values(values: dict[str, Any]) -> list[str]:
-    flat = []
-    for value in values.values():
-        flat += [str(v) for v in value.values()] if isinstance(value, dict) else [str(value)]
-    return [v for v in flat if len(v) > 1]
-
 
 def nearest_node(workflow: Workflow, text: str, values: dict[str, Any],
                  matcher: NodeMatcher | None = None) -> str:
@@ -151,7 +144,7 @@ def evaluate_next_steps(model_dir: str | FilePath | Agent, workflow: Workflow, n
         permitted += node in allowed
         right_dialogue[d] &= step_ok
         permitted_dialogue[d] &= node in allowed
-        said = [v for v in _flat_values(values) if v in gold.content]
+        said = [v for v in scalar_values(values) if v in gold.content]
         before = " ".join(t.content for t in dialogue.turns[:k])
         copied = [v for v in said if v in before]
         carried = all(v in reply for v in said)

@@ -24,18 +24,19 @@ from .workflow import SLOT, Workflow
 WORD = re.compile(r"<v>|[a-z0-9]+(?:'[a-z]+)?")
 
 
-def _scalar_values(values: Mapping[str, Any]) -> list[str]:
+def scalar_values(values: Mapping[str, Any]) -> list[str]:
+    """A scenario's values as strings (records flattened to their fields), 2+ characters, longest first."""
     out = []
     for value in values.values():
         items = value.values() if isinstance(value, dict) else [value]
         out.extend(str(v) for v in items if len(str(v)) >= 2)
-    return sorted(set(out), key=len, reverse=True)
+    return sorted(set(out), key=lambda v: (-len(v), v))     # a fixed order, whatever the hash seed
 
 
 def mask_values(text: str, values: Mapping[str, Any] | None) -> str:
     """Replace every scenario value in ``text`` with ``<v>`` (longest values first)."""
     text = SLOT.sub("<v>", text)
-    for value in _scalar_values(values or {}):
+    for value in scalar_values(values or {}):
         text = re.sub(re.escape(value), "<v>", text, flags=re.IGNORECASE)
     return text
 

@@ -349,11 +349,10 @@ def relexicalize(messages: list[dict], values: dict[str, Any], rng: random.Rando
     """
     import re
 
-    flat = []
-    for value in values.values():
-        flat += list(value.values()) if isinstance(value, dict) else [value]
+    from .conformance import scalar_values
+
     texts = [m["content"] for m in messages]
-    for value in sorted({str(v) for v in flat if len(str(v)) >= 3}, key=len, reverse=True):
+    for value in (v for v in scalar_values(values) if len(v) >= 3):
         pattern = re.compile(r"(?<!\w)" + re.escape(value) + r"(?!\w)")
         first = next((i for i, t in enumerate(texts) if pattern.search(t)), None)
         if first is not None and messages[first]["role"] == "user":
