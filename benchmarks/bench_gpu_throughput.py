@@ -17,7 +17,6 @@ parameters that take part in matrix products, the tied embedding counted once as
 from __future__ import annotations
 
 import argparse
-import time
 from pathlib import Path
 
 QWEN25_05B = dict(hidden_size=896, intermediate_size=4864, num_hidden_layers=24, num_attention_heads=14,
@@ -52,11 +51,11 @@ def main() -> None:
     import datasets
     import torch
     import transformers
-    from transformers import TrainerCallback
-
     from subterra import load_domain
     from subterra.synthesis import load_corpus, synthesize
     from subterra.training import build_trainer
+
+    from bench_training import timed_steps      # this folder is on sys.path when a script runs from it
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--domain", default="travel")
@@ -90,33 +89,9 @@ def main() -> None:
     trainer.args.load_best_model_at_end = False
     trainer.args.save_strategy = "no"
 
-    marks: list[tuple[float, float]] = []
-    real_tokens: list[int] = []
-    pad_id = trainer.processing_class.pad_token_id
-    collate = trainer.data_collator
-
-    def counting(rows):
-        batch = collate(rows)
-        real_tokens.append(int((batch["input_ids"] != pad_id).sum()))
-        return batch
-
-    trainer.data_collator = counting
-
-    class Clock(TrainerCallback):
-        def on_step_begin(self, *a, **k):
-            if cuda:
-                torch.cuda.synchronize()
-            self.t = time.perf_counter()
-
-        def on_step_end(self, *a, **k):
-            if cuda:
-                torch.cuda.synchronize()
-            marks.append((self.t, time.perf_counter()))
-
-    trainer.add_callback(Clock())
     if cuda:
         torch.cuda.reset_peak_memory_stats()
-    trainer.train()
+    rate, step_seconds = timed_steps(trainer, trainer.processing_class.pad_token_id, args.steps, args.warmup)
 
     model = trainer.model
     cfg = model.config
@@ -124,10 +99,6 @@ def main() -> None:
     matmul = params - cfg.vocab_size * cfg.hidden_size * (0 if cfg.tie_word_embeddings else 1)
     context = trainer.train_tokens / len(corpus["train"])          # mean dialogue length in tokens
     flops_per_token = 6 * matmul + 6 * cfg.num_hidden_layers * cfg.hidden_size * context
-    timed = marks[args.warmup:]
-    seconds = sum(end - start for start, end in timed)
-    tokens = sum(real_tokens[args.warmup:args.warmup + len(timed)])
-    rate = tokens / seconds
     peak = peak_flops(device)
     mfu = f"{100 * rate * flops_per_token / peak:.1f}%" if peak else "n/a (unknown peak)"
     memory = f", peak memory {torch.cuda.max_memory_allocated() / 2**30:.1f} GiB" if cuda else ""
@@ -136,8 +107,8 @@ def main() -> None:
           f"(random init), bf16={recipe.bf16}, attention {cfg._attn_implementation}"
           f"{', gradient checkpointing' if args.checkpointing else ''}")
     print(f"batch: {args.batch} packed blocks x {args.block} tokens; mean dialogue {context:.0f} tokens; "
-          f"{len(timed)} timed steps of {len(marks)}")
-    print(f"throughput: {rate:,.0f} tokens/s, {seconds / len(timed):.3f} s/step, "
+          f"{args.steps - args.warmup} timed steps of {args.steps}")
+    print(f"throughput: {rate:,.0f} tokens/s, {step_seconds:.3f} s/step, "
           f"{rate * flops_per_token / 1e12:.1f} TFLOP/s, MFU {mfu}{memory}")
 
 

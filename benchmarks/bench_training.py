@@ -32,17 +32,24 @@ class Counting:
         return batch
 
 
-def timed_steps(trainer, pad_id: int, steps: int) -> float:
-    """Real tokens per second over steps 2..steps (the first carries one-off costs)."""
+def timed_steps(trainer, pad_id: int, steps: int, warmup: int = 1) -> tuple[float, float]:
+    """(real tokens per second, seconds per step) over steps ``warmup``..``steps`` (early steps carry one-off costs).
+
+    Each step is timed between the Trainer's step callbacks, after the GPU (if any) has finished its work.
+    """
+    import torch
     from transformers import TrainerCallback
 
+    sync = torch.cuda.synchronize if torch.cuda.is_available() else (lambda: None)
     marks: list[tuple[float, float]] = []
 
     class Clock(TrainerCallback):
         def on_step_begin(self, *args, **kwargs):
+            sync()
             self.t = time.perf_counter()
 
         def on_step_end(self, *args, **kwargs):
+            sync()
             marks.append((self.t, time.perf_counter()))
 
     counting = Counting(trainer.data_collator, pad_id)
@@ -50,8 +57,9 @@ def timed_steps(trainer, pad_id: int, steps: int) -> float:
     trainer.add_callback(Clock())
     trainer.train()
     accumulation = trainer.args.gradient_accumulation_steps
-    tokens = sum(counting.tokens[accumulation:accumulation * steps])
-    return tokens / sum(end - start for start, end in marks[1:steps])
+    tokens = sum(counting.tokens[accumulation * warmup:accumulation * steps])
+    seconds = sum(end - start for start, end in marks[warmup:steps])
+    return tokens / seconds, seconds / len(marks[warmup:steps])
 
 
 def throughput_vs_trl(corpus, model_dir: Path, work: Path, recipe, steps: int = 6) -> tuple[float, float]:
@@ -67,7 +75,7 @@ def throughput_vs_trl(corpus, model_dir: Path, work: Path, recipe, steps: int = 
     shutil.copytree(model_dir, work / "ours", ignore=shutil.ignore_patterns("checkpoint-*", "*.safetensors"))
     trainer, _, _ = build_trainer(corpus, work / "ours", recipe, **short)
     trainer.args.load_best_model_at_end = False
-    ours = timed_steps(trainer, tokenizer.pad_token_id, steps)
+    ours, _ = timed_steps(trainer, tokenizer.pad_token_id, steps)
 
     set_seed(recipe.seed)
     config = SFTConfig(output_dir=str(work / "trl"), max_steps=steps, packing=recipe.packing, max_length=recipe.max_length,
@@ -79,7 +87,7 @@ def throughput_vs_trl(corpus, model_dir: Path, work: Path, recipe, steps: int = 
                        train_sampling_strategy="random" if recipe.packing else "group_by_length")
     sft = SFTTrainer(model=tiny_model(tokenizer, recipe), args=config, processing_class=tokenizer,
                      train_dataset=corpus["train"].select_columns(["messages"]))
-    return ours, timed_steps(sft, tokenizer.pad_token_id, steps)
+    return ours, timed_steps(sft, tokenizer.pad_token_id, steps)[0]
 
 
 def main() -> None:
