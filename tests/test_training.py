@@ -228,8 +228,44 @@ def test_evaluate_next_steps_reports_fractions(trained):
     report = evaluate_next_steps(trained.out_dir, wf, n=3)
     assert report.dialogues == 3 and report.turns >= 6
     assert report.permitted_accuracy >= report.turn_accuracy and report.dialogue_permitted >= report.dialogue_accuracy
-    for share in (report.turn_accuracy, report.dialogue_accuracy, report.value_carrying, report.copy_carrying):
+    for share in (report.turn_accuracy, report.dialogue_accuracy, report.value_carrying, report.copy_carrying,
+                  report.copy_tokens):
         assert 0 <= share <= 1
+
+
+class Scripted(torch.nn.Module):
+    """A stand-in causal LM: predicts the true next token (``right``) or always token 0."""
+
+    def __init__(self, right: bool):
+        super().__init__()
+        self.right, self.weight = right, torch.nn.Parameter(torch.zeros(1))
+
+    def forward(self, input_ids):
+        from types import SimpleNamespace
+
+        target = torch.roll(input_ids, -1, dims=1) if self.right else torch.zeros_like(input_ids)
+        return SimpleNamespace(logits=torch.nn.functional.one_hot(target, 500).float())
+
+
+def test_copy_token_accuracy_counts_only_repeated_values(trained):
+    from transformers import AutoTokenizer
+
+    from subterra.agent import copy_token_accuracy
+
+    tok = AutoTokenizer.from_pretrained(trained.out_dir)
+    values = {"city": "Braga", "price": 300}
+
+    def dialogue(reply):
+        return [{"role": "system", "content": "You book trips."}, {"role": "assistant", "content": "Where to?"},
+                {"role": "user", "content": "To Braga please."}, {"role": "assistant", "content": reply}], values
+
+    once, twice = dialogue("Braga it is, for 300."), dialogue("Braga it is. Braga costs 300.")
+    introduced = dialogue("That comes to 300.")       # a value only the assistant has said: nothing to copy
+    share, one = copy_token_accuracy(Scripted(right=True), tok, [once])
+    assert share == 1.0 and one >= 1
+    assert copy_token_accuracy(Scripted(right=True), tok, [twice])[1] == 2 * one
+    assert copy_token_accuracy(Scripted(right=False), tok, [once, twice]) == (0.0, 3 * one)
+    assert copy_token_accuracy(Scripted(right=True), tok, [introduced]) == (0.0, 0)
 
 
 def test_accelerate_configs_are_valid():

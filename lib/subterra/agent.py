@@ -80,6 +80,8 @@ class NextStepReport:
     value_turns: int
     copy_carrying: float        # the same, counting only values said earlier in the conversation
     copy_turns: int
+    copy_tokens: float          # teacher-forced: share of those values' tokens the model predicts (see copy_token_accuracy)
+    copy_token_count: int
     seconds: float
     failures: list[dict] = field(default_factory=list, repr=False)
 
@@ -88,7 +90,52 @@ class NextStepReport:
                 f"({100 * self.dialogue_accuracy:.1f}% of {self.dialogues} dialogues all right; "
                 f"{100 * self.dialogue_permitted:.1f}% taking only steps the graph permits); "
                 f"values carried {100 * self.value_carrying:.1f}% of {self.value_turns} turns "
-                f"({100 * self.copy_carrying:.1f}% of {self.copy_turns} where the value was said before)")
+                f"({100 * self.copy_carrying:.1f}% of {self.copy_turns} where the value was said before; "
+                f"{100 * self.copy_tokens:.1f}% of {self.copy_token_count} copied tokens predicted)")
+
+
+def copy_token_accuracy(model, tokenizer, conversations: list[tuple[list[dict], dict]]) -> tuple[float, int]:
+    """Teacher-forced copying: of the tokens of values an assistant turn repeats from earlier in the
+    conversation, the share the model predicts (its top token, given the gold text before it).
+
+    ``conversations`` are (messages, scenario values) pairs. A finer gauge than whole turns: a
+    model part-way to copying (the first piece of a city, not the rest) scores between 0 and 1
+    where :attr:`NextStepReport.copy_carrying` still reads 0. Returns (share, tokens counted).
+    """
+    import torch
+
+    hits = total = 0
+    device = next(model.parameters()).device
+    for messages, values in conversations:
+        text = tokenizer.apply_chat_template(messages, tokenize=False)
+        spans, cursor, before = [], 0, ""
+        for message in messages:
+            start = text.find(message["content"], cursor)
+            cursor = start + len(message["content"])
+            if message["role"] == "assistant":
+                for value in scalar_values(values):
+                    if value in before:
+                        spans += [(start + m, start + m + len(value)) for m in _occurrences(message["content"], value)]
+            if message["role"] != "system":
+                before += "\n" + message["content"]
+        if not spans:
+            continue
+        enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+        ids = torch.tensor([enc["input_ids"]], device=device)
+        with torch.no_grad():
+            predicted = model(input_ids=ids).logits[0].argmax(-1).tolist()
+        counted = {i for s, e in spans for i, (a, b) in enumerate(enc["offset_mapping"]) if i and a < e and b > s}
+        hits += sum(predicted[i - 1] == enc["input_ids"][i] for i in counted)
+        total += len(counted)
+    return hits / max(total, 1), total
+
+
+def _occurrences(text: str, value: str) -> list[int]:
+    out, i = [], text.find(value)
+    while i >= 0:
+        out.append(i)
+        i = text.find(value, i + len(value))
+    return out
 
 
 def gold_dialogues(workflow: Workflow, n: int, seed: int = 0) -> list:
@@ -128,6 +175,8 @@ def evaluate_next_steps(model_dir: str | FilePath | Agent, workflow: Workflow, n
                 prompts.append(dialogue.messages(workflow.system_prompt)[:k + 1])
                 where.append((d, k))
     replies = agent.reply_batch(prompts, progress=progress)
+    copy_tokens, copy_token_count = copy_token_accuracy(
+        agent.model, agent.tokenizer, [(d.messages(workflow.system_prompt), d.scenario.values) for d in dialogues])
     matcher = NodeMatcher(workflow, role="agent")
     right_dialogue = [True] * len(dialogues)
     permitted_dialogue = [True] * len(dialogues)
@@ -163,4 +212,5 @@ def evaluate_next_steps(model_dir: str | FilePath | Agent, workflow: Workflow, n
                           dialogue_permitted=sum(permitted_dialogue) / max(len(dialogues), 1),
                           value_carrying=value_ok / max(value_turns, 1), value_turns=value_turns,
                           copy_carrying=copy_ok / max(copy_turns, 1), copy_turns=copy_turns,
+                          copy_tokens=copy_tokens, copy_token_count=copy_token_count,
                           seconds=time.perf_counter() - start, failures=failures)
