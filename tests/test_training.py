@@ -229,7 +229,7 @@ def test_evaluate_next_steps_reports_fractions(trained):
     assert report.dialogues == 3 and report.turns >= 6
     assert report.permitted_accuracy >= report.turn_accuracy and report.dialogue_permitted >= report.dialogue_accuracy
     for share in (report.turn_accuracy, report.dialogue_accuracy, report.value_carrying, report.copy_carrying,
-                  report.copy_tokens):
+                  report.copy_token_accuracy):
         assert 0 <= share <= 1
 
 

@@ -80,8 +80,8 @@ class NextStepReport:
     value_turns: int
     copy_carrying: float        # the same, counting only values said earlier in the conversation
     copy_turns: int
-    copy_tokens: float          # teacher-forced: share of those values' tokens the model predicts (see copy_token_accuracy)
-    copy_token_count: int
+    copy_token_accuracy: float  # teacher-forced: share of those values' tokens the model predicts (copy_token_accuracy)
+    copy_tokens: int
     seconds: float
     failures: list[dict] = field(default_factory=list, repr=False)
 
@@ -91,7 +91,7 @@ class NextStepReport:
                 f"{100 * self.dialogue_permitted:.1f}% taking only steps the graph permits); "
                 f"values carried {100 * self.value_carrying:.1f}% of {self.value_turns} turns "
                 f"({100 * self.copy_carrying:.1f}% of {self.copy_turns} where the value was said before; "
-                f"{100 * self.copy_tokens:.1f}% of {self.copy_token_count} copied tokens predicted)")
+                f"{100 * self.copy_token_accuracy:.1f}% of {self.copy_tokens} copied tokens predicted)")
 
 
 def copy_token_accuracy(model, tokenizer, conversations: list[tuple[list[dict], dict]]) -> tuple[float, int]:
@@ -175,7 +175,7 @@ def evaluate_next_steps(model_dir: str | FilePath | Agent, workflow: Workflow, n
                 prompts.append(dialogue.messages(workflow.system_prompt)[:k + 1])
                 where.append((d, k))
     replies = agent.reply_batch(prompts, progress=progress)
-    copy_tokens, copy_token_count = copy_token_accuracy(
+    token_share, token_count = copy_token_accuracy(
         agent.model, agent.tokenizer, [(d.messages(workflow.system_prompt), d.scenario.values) for d in dialogues])
     matcher = NodeMatcher(workflow, role="agent")
     right_dialogue = [True] * len(dialogues)
@@ -212,5 +212,5 @@ def evaluate_next_steps(model_dir: str | FilePath | Agent, workflow: Workflow, n
                           dialogue_permitted=sum(permitted_dialogue) / max(len(dialogues), 1),
                           value_carrying=value_ok / max(value_turns, 1), value_turns=value_turns,
                           copy_carrying=copy_ok / max(copy_turns, 1), copy_turns=copy_turns,
-                          copy_tokens=copy_tokens, copy_token_count=copy_token_count,
+                          copy_token_accuracy=token_share, copy_tokens=token_count,
                           seconds=time.perf_counter() - start, failures=failures)
