@@ -95,24 +95,14 @@ def _synthesize(args) -> int:
 
 
 def _train(args) -> int:
-    from .training import RecipeError, parse_overrides, train
+    from .training import run_training
 
     wf = load_domain(args.domain)
-    data = args.data or f"outputs/{wf.name}/synthesis"
-    try:
-        overrides = parse_overrides(args.set)
-        if args.base:
-            overrides["model_name_or_path"] = args.base
-        if args.lora_rank:
-            overrides["lora_rank"] = args.lora_rank
-        result = train(data, args.out or f"outputs/{wf.name}/model", args.recipe, resume=not args.no_resume,
-                       progress=True, **overrides)
-    except (RecipeError, FileNotFoundError) as exc:
-        print(exc, file=sys.stderr)
-        return 1
-    if result is not None:      # None: a process other than the main one under accelerate
-        print(result.summary())
-    return 0
+    overrides = {"model_name_or_path": args.base} if args.base else {}
+    if args.lora_rank:
+        overrides["lora_rank"] = args.lora_rank
+    return run_training(args.data or f"outputs/{wf.name}/synthesis", args.out or f"outputs/{wf.name}/model",
+                        args.recipe, args.set, progress=True, resume=not args.no_resume, **overrides)
 
 
 def _frontier(name: str | None, model: str | None):

@@ -689,7 +689,6 @@ def main(argv: list[str] | None = None) -> int:
     Under accelerate: ``accelerate launch --config_file configs/accelerate/zero3.yaml -m subterra.training ...``
     """
     import argparse
-    import sys
 
     parser = argparse.ArgumentParser(prog="subterra.training", description=__doc__.splitlines()[0])
     parser.add_argument("corpus", help="synthesis output folder (with corpus/) or a saved DatasetDict")
@@ -698,9 +697,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE", help="override a field")
     parser.add_argument("--no-resume", action="store_true", help="start over even if checkpoints exist")
     args = parser.parse_args(argv)
+    return run_training(args.corpus, args.out, args.recipe, args.set, resume=not args.no_resume)
+
+
+def run_training(corpus, out, recipe: str, settings: Iterable[str] = (), progress: bool = False, resume: bool = True,
+                 **overrides: Any) -> int:
+    """The command lines' training run: ``--set`` settings (then ``overrides``) on the recipe, a one-line
+    error instead of a traceback, the summary printed by the main process. Returns the exit status."""
+    import sys
+
     try:
-        result = train(args.corpus, args.out, args.recipe, resume=not args.no_resume, **parse_overrides(args.set))
-    except (RecipeError, ValueError) as exc:
+        result = train(corpus, out, recipe, resume=resume, progress=progress,
+                       **{**parse_overrides(settings), **overrides})
+    except (ValueError, FileNotFoundError) as exc:     # RecipeError is a ValueError
         print(exc, file=sys.stderr)
         return 1
     if result is not None:      # None: a process other than the main one under accelerate
