@@ -104,18 +104,18 @@ def copy_token_accuracy(model, tokenizer, conversations: list[tuple[list[dict], 
     """
     import torch
 
+    from .training import message_spans
+
     hits = total = 0
     device = next(model.parameters()).device
     for messages, values in conversations:
         text = tokenizer.apply_chat_template(messages, tokenize=False)
-        spans, cursor, before = [], 0, ""
-        for message in messages:
-            start = text.find(message["content"], cursor)
-            cursor = start + len(message["content"])
+        spans, before = [], ""
+        for message, (start, end) in zip(messages, message_spans(text, messages)):
             if message["role"] == "assistant":
                 for value in scalar_values(values):
                     if value in before:
-                        spans += [(start + m, start + m + len(value)) for m in _occurrences(message["content"], value)]
+                        spans += [(m, m + len(value)) for m in _occurrences(text[:end], value, start)]
             if message["role"] != "system":
                 before += "\n" + message["content"]
         if not spans:
@@ -130,8 +130,8 @@ def copy_token_accuracy(model, tokenizer, conversations: list[tuple[list[dict], 
     return hits / max(total, 1), total
 
 
-def _occurrences(text: str, value: str) -> list[int]:
-    out, i = [], text.find(value)
+def _occurrences(text: str, value: str, start: int = 0) -> list[int]:
+    out, i = [], text.find(value, start)
     while i >= 0:
         out.append(i)
         i = text.find(value, i + len(value))

@@ -214,6 +214,19 @@ def fit_tokenizer(texts: Iterable[str], vocab_size: int = 2048):
 
 # --------------------------------------------------------------------------- the loss mask
 
+def message_spans(text: str, messages: list[dict]) -> list[tuple[int, int]]:
+    """Where each message's (stripped) content sits in ``text``, the chat template's rendering of ``messages``."""
+    spans, cursor = [], 0
+    for message in messages:
+        content = message["content"].strip()
+        start = text.find(content, cursor)
+        if start < 0:
+            raise ValueError(f"the chat template does not reproduce a {message['role']} message verbatim")
+        cursor = start + len(content)
+        spans.append((start, cursor))
+    return spans
+
+
 def encode_dialogue(tokenizer, messages: list[dict], max_length: int | None = None) -> tuple[list[int], list[int]]:
     """Token ids and labels for one dialogue: labels are the ids on assistant tokens, -100 elsewhere.
 
@@ -223,17 +236,11 @@ def encode_dialogue(tokenizer, messages: list[dict], max_length: int | None = No
     """
     text = tokenizer.apply_chat_template(messages, tokenize=False)
     specials = sorted(tokenizer.all_special_tokens, key=len, reverse=True)
-    spans, cursor = [], 0
-    for message in messages:
-        content = message["content"].strip()
-        start = text.find(content, cursor)
-        if start < 0:
-            raise ValueError(f"the chat template does not reproduce a {message['role']} message verbatim")
-        end = start + len(content)
+    spans = []
+    for message, (start, end) in zip(messages, message_spans(text, messages)):
         if message["role"] == "assistant":
             end += next((len(s) for s in specials if text.startswith(s, end)), 0)
             spans.append((start, end))
-        cursor = end
     enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
     ids = enc["input_ids"]
     labels = [t if any(s <= a < e for s, e in spans) else IGNORE for t, (a, _) in zip(ids, enc["offset_mapping"])]
