@@ -21,7 +21,7 @@ import argparse
 import statistics
 from pathlib import Path
 
-from subterra.backends import Backend, Completion, Usage, approx_tokens
+from subterra.backends import DEFAULT_MODELS, Backend, Completion, Usage, approx_tokens
 
 
 class Replay(Backend):
@@ -30,7 +30,7 @@ class Replay(Backend):
     name = "replay"
 
     def __init__(self):
-        super().__init__("claude-sonnet-4-5")       # priced as the frontier model it stands in for
+        super().__init__(DEFAULT_MODELS["anthropic"])   # priced as the frontier model it stands in for
         self.reply, self.target, self.options = "", None, []
 
     async def acomplete(self, request) -> Completion:

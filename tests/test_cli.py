@@ -75,3 +75,28 @@ def test_simulate_judge_analyze_pipeline(toy_file, tmp_path, capsys):
     summary = json.loads((tmp_path / "results" / "results.json").read_text())
     assert list(summary["conditions"]) == ["orchestrated"]
     assert main(["judge", "--domain", str(toy_file), "--transcripts", str(tmp_path / "empty")]) == 1
+
+
+def test_synthesize_dry_run_without_a_key_prices_the_default_teacher(toy_file, capsys, monkeypatch):
+    monkeypatch.delenv("ANTHROPIC_API_KEY", raising=False)
+    assert main(["synthesize", "--domain", str(toy_file), "--n", "10", "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "calls to offline" in out and "the teacher is claude-sonnet-5-5: ~$" in out
+
+
+def test_thinking_flags_reach_the_remote_backends(toy_file, tmp_path, monkeypatch):
+    from subterra.backends import BackendError
+
+    built = []
+
+    def get_backend(name=None, model=None, **options):
+        built.append((name, model, options))
+        raise BackendError("stop here")
+
+    monkeypatch.setattr("subterra.backends.get_backend", get_backend)
+    assert main(["synthesize", "--domain", str(toy_file), "--teacher", "anthropic", "--n", "2", "--thinking",
+                 "adaptive", "--effort", "low", "--out", str(tmp_path / "syn")]) == 1
+    assert main(["simulate", "--domain", str(toy_file), "--conditions", "in_context", "--frontier", "openai",
+                 "--frontier-model", "gpt-5.5", "--n", "1", "--out", str(tmp_path / "sim")]) == 1
+    assert built == [("anthropic", None, {"thinking": "adaptive", "effort": "low"}),
+                     ("openai", "gpt-5.5", {"thinking": "off"})]

@@ -20,7 +20,7 @@ class Scripted(Backend):
     name = "scripted"
 
     def __init__(self, replies):
-        super().__init__("claude-sonnet-4-5")
+        super().__init__("claude-sonnet-5-5")
         self.replies, self.requests = list(replies), []
 
     async def acomplete(self, request):

@@ -24,7 +24,7 @@ class ScriptedBackend(Backend):
     name = "scripted"
 
     def __init__(self, die_at: int | None = None):
-        super().__init__("claude-sonnet-4-5")
+        super().__init__("claude-sonnet-5-5")
         self.calls, self.die_at = 0, die_at
 
     async def acomplete(self, request: Request) -> Completion:
@@ -62,8 +62,10 @@ def test_plan_covers_every_path_and_splits(toy):
     assert sum(split == "eval" for *_, split in plan.assignments) == 4
     assert len({d for d, _, _ in plan.assignments}) == 40
     assert plan.calls == sum(len(p) for _, p, _ in plan.assignments)
-    cost = estimate(plan, "claude-sonnet-4-5")
-    assert cost.calls == plan.calls and cost.dollars > 0 and "calls to claude-sonnet-4-5" in str(cost)
+    cost = estimate(plan, "claude-sonnet-5-5")
+    assert cost.calls == plan.calls and cost.dollars > 0 and "calls to claude-sonnet-5-5" in str(cost)
+    paper = estimate(plan, "claude-sonnet-4-5")          # the paper's teacher, retired: still priced, dearer
+    assert paper.input_tokens == cost.input_tokens and paper.dollars == pytest.approx(cost.dollars * 1.5)
     assert estimate(plan, "offline").dollars == 0
 
 
@@ -160,7 +162,7 @@ def test_cli_synthesize_dry_run_and_run(tmp_path, capsys):
     assert main(["synthesize", "--domain", str(tmp_path / "toy.yaml"), "--teacher", "anthropic", "--n", "100",
                  "--dry-run"]) == 0
     out = capsys.readouterr().out
-    assert "100 dialogues" in out and "claude-sonnet-4-5" in out and "$" in out
+    assert "100 dialogues" in out and "calls to claude-sonnet-5-5" in out and "$" in out
     assert not (tmp_path / "out").exists()
     assert main(["synthesize", "--domain", str(tmp_path / "toy.yaml"), "--teacher", "offline", "--n", "20",
                  "--out", str(tmp_path / "out")]) == 0

@@ -108,17 +108,21 @@ def cost_table(transcripts: Mapping[str, list[dict]], compile_dollars: float,
 GPU_DOLLARS_PER_HOUR = 2.50     # the paper's A100 price, also used for the self-hosted model's tokens
 
 
-def compile_cost(workflow, domain_dir: str | Path, teacher_model: str = "claude-sonnet-4-5") -> dict[str, float]:
+def compile_cost(workflow, domain_dir: str | Path, teacher_model: str | None = None) -> dict[str, float]:
     """What compiling ``workflow`` cost, once: a frontier teacher's bill plus the training hours.
 
     The teacher is priced at list prices for the corpus in ``domain_dir/synthesis`` as if
-    ``teacher_model`` had written it (the dry-run estimate: our offline teacher is free), and the
+    ``teacher_model`` (default: the anthropic backend's default, Claude Sonnet 5.5; the paper's
+    teacher was Claude Sonnet 4.5, ``"claude-sonnet-4-5"``, still priced) had written it (the
+    dry-run estimate: our offline teacher is free), and the
     training time recorded in ``domain_dir/model/training.json`` is priced as GPU time at
     ``GPU_DOLLARS_PER_HOUR``. A model trained elsewhere (no record) counts one GPU-hour.
     """
+    from .backends import DEFAULT_MODELS
     from .synthesis import estimate, plan_corpus, read_dialogues
     from .training import read_training_record
 
+    teacher_model = teacher_model or DEFAULT_MODELS["anthropic"]
     domain_dir = Path(domain_dir)
     dialogues = domain_dir / "synthesis" / "dialogues.jsonl"
     size = len(read_dialogues(dialogues)) if dialogues.exists() else 0

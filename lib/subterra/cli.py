@@ -8,9 +8,10 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import warnings
 from pathlib import Path as FilePath
 
-from .backends import BackendError
+from .backends import DEFAULT_MODELS, BackendError, ModelRetirementWarning
 from .paths import enumerate_paths, path_stats
 from .scenarios import UnsatisfiablePath
 from .workflow import WorkflowError, load_domain, workflow_file
@@ -66,23 +67,41 @@ def _graph(args) -> int:
     return 0
 
 
+def _model_options(args, name: str | None) -> dict:
+    """The thinking settings for a remote backend (the offline stand-in takes none)."""
+    if name in (None, "offline"):
+        return {}
+    return {"thinking": args.thinking, **({"effort": args.effort} if args.effort else {})}
+
+
 def _synthesize(args) -> int:
     import os
 
-    from .backends import DEFAULT_MODELS, get_backend
+    from .backends import THINKING_ROOM, get_backend, price_of, warn_if_retiring
     from .synthesis import DEFAULT_SIZES, estimate, plan_corpus, synthesize
 
     wf = load_domain(args.domain)
     n = args.n or DEFAULT_SIZES.get(wf.name, 1000)
     teacher = args.teacher or ("anthropic" if os.environ.get("ANTHROPIC_API_KEY") else "offline")
+    model = args.model or DEFAULT_MODELS[teacher]
     plan = plan_corpus(wf, n, args.seed)
-    cost = estimate(plan, args.model or DEFAULT_MODELS[teacher])
+    cost = estimate(plan, model)
     coverage = "every one covered" if n >= len(plan.paths) else f"{n} of them sampled"
     print(f"plan: {cost}; {len(plan.paths)} paths, {coverage}")
+    if args.dry_run and teacher == "offline" and not args.teacher:    # no key: what would the paid run cost?
+        paid = estimate(plan, DEFAULT_MODELS["anthropic"])
+        print(f"with ANTHROPIC_API_KEY set the teacher is {paid.model}: ~${paid.dollars:,.2f} at list prices "
+              f"({paid.calls:,} calls; --teacher anthropic for the full estimate)")
+    if teacher != "offline" and args.thinking == "adaptive":
+        extra = cost.calls * THINKING_ROOM * price_of(model).output / 1e6
+        print(f"adaptive thinking: billed as output and not in this estimate; at most {THINKING_ROOM:,} tokens "
+              f"a call, up to ${extra:,.2f} more")
+    if teacher != "offline" and not args.base_url:
+        warn_if_retiring(teacher, model)          # before anything is spent (once per model)
     if args.dry_run:
         return 0
     options = {"base_url": args.base_url} if args.base_url else {}
-    backend = get_backend(teacher, args.model, **options)
+    backend = get_backend(teacher, args.model, **options, **_model_options(args, teacher))
     out = args.out or f"outputs/{wf.name}/synthesis"
     result = synthesize(wf, n, out, backend, seed=args.seed, budget=args.budget, concurrency=args.concurrency)
     print(f"{result.dialogues}/{result.planned} dialogues in {result.out_dir} "
@@ -105,8 +124,8 @@ def _train(args) -> int:
                         args.recipe, args.set, progress=True, resume=not args.no_resume, **overrides)
 
 
-def _frontier(name: str | None, model: str | None):
-    """The frontier backend for in-context / LangGraph, or None when no key is set."""
+def _frontier(name: str | None, model: str | None, args=None):
+    """The frontier backend for in-context / LangGraph (or an LLM judge), or None when no key is set."""
     import os
 
     from .backends import get_backend
@@ -118,7 +137,7 @@ def _frontier(name: str | None, model: str | None):
             name = "openai"
         else:
             return None
-    return get_backend(name, model)
+    return get_backend(name, model, **(_model_options(args, name) if args is not None else {}))
 
 
 def _simulate(args) -> int:
@@ -127,11 +146,12 @@ def _simulate(args) -> int:
 
     wf = load_domain(args.domain)
     conditions, skipped = build_conditions(args.conditions.split(","), wf, args.model,
-                                           _frontier(args.frontier, args.frontier_model), args.seed,
+                                           _frontier(args.frontier, args.frontier_model, args), args.seed,
                                            args.orchestrated_speaker)
     for message in skipped:
         print(f"skipped {message}", file=sys.stderr)
-    simulator = None if args.simulator == "offline" else get_backend(args.simulator)
+    simulator = (None if args.simulator == "offline" else
+                 get_backend(args.simulator, args.simulator_model, **_model_options(args, args.simulator)))
     out = args.out or f"outputs/{wf.name}/simulation"
     runs = simulate(wf, conditions, out, n=args.n, seed=args.seed, simulator=simulator)
     for name, rows in runs.items():
@@ -152,7 +172,7 @@ def _judge(args) -> int:
     if not runs:
         print(f"{args.transcripts}: no transcripts (run `subterra simulate` first)", file=sys.stderr)
         return 1
-    judge = OfflineJudge(wf) if args.judge == "offline" else LLMJudge(wf, _frontier(args.judge, args.model))
+    judge = OfflineJudge(wf) if args.judge == "offline" else LLMJudge(wf, _frontier(args.judge, args.model, args))
     scores = scores_frame(judge_transcripts([t for rows in runs.values() for t in rows], judge))
     out = args.out or f"{args.transcripts}/scores-{args.judge}.csv"
     write_atomic(FilePath(out), scores.to_csv(index=False))
@@ -192,6 +212,18 @@ def _tutorial(args) -> int:
     return 0
 
 
+DEFAULTS_HELP = f"default: {DEFAULT_MODELS['anthropic']} / {DEFAULT_MODELS['openai']}"
+
+
+def _thinking_flags(p: argparse.ArgumentParser) -> None:
+    """--thinking and --effort, for every command that builds a remote backend."""
+    p.add_argument("--thinking", default="off", choices=["off", "adaptive"],
+                   help="thinking before each reply (default off: short template-guided turns gain little from "
+                        "it, and thinking is billed as output)")
+    p.add_argument("--effort", choices=["low", "medium", "high", "xhigh", "max"],
+                   help="Claude's output_config.effort / OpenAI's reasoning effort (default: the model's own)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="subterra", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -217,7 +249,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--domain", required=True, help="domain name or workflow file")
     p.add_argument("--teacher", choices=["offline", "anthropic", "openai"],
                    help="backend (default: anthropic if ANTHROPIC_API_KEY is set, else offline)")
-    p.add_argument("--model", help="model name for the backend (default: claude-sonnet-4-5 / gpt-4.1)")
+    p.add_argument("--model", help=f"model name for the backend ({DEFAULTS_HELP})")
     p.add_argument("--base-url", help="OpenAI-compatible server, e.g. http://localhost:8000/v1 (vLLM, Ollama)")
     p.add_argument("--n", type=int, help="number of dialogues (default: the paper's size for the domain)")
     p.add_argument("--out", help="output folder (default outputs/DOMAIN/synthesis)")
@@ -225,6 +257,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--budget", type=float, help="stop cleanly before spending more than this many dollars")
     p.add_argument("--concurrency", type=int, default=16, help="dialogues written at once")
     p.add_argument("--dry-run", action="store_true", help="print calls, tokens and dollars, then stop")
+    _thinking_flags(p)
     p.set_defaults(run=_synthesize)
 
     p = commands.add_parser("train", help="compile the corpus into a small model (full parameters; resumable)")
@@ -247,19 +280,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--n", type=int, default=200, help="evaluation scenarios (the same for every condition)")
     p.add_argument("--out", help="output folder (default outputs/DOMAIN/simulation)")
     p.add_argument("--simulator", default="offline", choices=["offline", "anthropic", "openai"])
+    p.add_argument("--simulator-model", help=f"model for an LLM customer ({DEFAULTS_HELP})")
     p.add_argument("--frontier", choices=["anthropic", "openai"], help="backend for in_context and langgraph")
-    p.add_argument("--frontier-model", help="model for the frontier conditions")
+    p.add_argument("--frontier-model", help=f"model for the frontier conditions ({DEFAULTS_HELP})")
     p.add_argument("--orchestrated-speaker", default="auto", choices=["auto", "model", "offline"],
                    help="who speaks under the controller (auto: the model, unless it was trained from scratch)")
     p.add_argument("--seed", type=int, default=0)
+    _thinking_flags(p)
     p.set_defaults(run=_simulate)
 
     p = commands.add_parser("judge", help="score every transcript on the five criteria")
     p.add_argument("--domain", required=True, help="domain name or workflow file")
     p.add_argument("--transcripts", required=True, help="a `subterra simulate` output folder")
     p.add_argument("--judge", default="offline", choices=["offline", "anthropic", "openai"])
-    p.add_argument("--model", help="judge model (default claude-sonnet-4-5 / gpt-4.1)")
+    p.add_argument("--model", help=f"judge model ({DEFAULTS_HELP})")
     p.add_argument("--out", help="scores file (default TRANSCRIPTS/scores-JUDGE.csv)")
+    _thinking_flags(p)
     p.set_defaults(run=_judge)
 
     p = commands.add_parser("analyze", help="tables, results.json and scores.csv from scores and transcripts")
@@ -280,6 +316,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    shown = warnings.showwarning
+
+    def one_line(message, category, filename, lineno, file=None, line=None):
+        """A model retirement warning as one line ("warning: ..."); any other warning as before."""
+        if issubclass(category, ModelRetirementWarning):
+            print(f"warning: {message}", file=sys.stderr)
+        else:
+            shown(message, category, filename, lineno, file, line)
+
+    warnings.showwarning = one_line
     try:
         return args.run(args)
     except (WorkflowError, BackendError, UnsatisfiablePath) as exc:
@@ -288,3 +334,5 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    finally:
+        warnings.showwarning = shown

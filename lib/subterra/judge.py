@@ -5,8 +5,9 @@ Task Success, Information Accuracy, Consistency, Graceful Handling, Naturalness.
 Handling is capped at 3 when the customer posed no challenge (nothing to handle), and a
 conversation with Task Success ≤ 3 counts as a failure.
 
-- :class:`LLMJudge` asks a backend (Claude Sonnet 4.5 primary, GPT-4.1 as the robustness
-  judge) for a JSON object with a score and a one-sentence reason per criterion, validates it
+- :class:`LLMJudge` asks a backend (Claude Sonnet 5.5 primary, GPT-5.5 as the robustness
+  judge; the paper used Claude Sonnet 4.5, retired on 2026-11-30, and GPT-4.1, which shuts down on
+  2027-01-14) for a JSON object with a score and a one-sentence reason per criterion, validates it
   against :data:`SCORE_SCHEMA`, retries when it is malformed, and records an error — never a
   silent default — when it stays malformed.
 - :class:`OfflineJudge` scores from the conformance trace, the scenario's values and the

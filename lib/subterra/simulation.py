@@ -25,7 +25,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path as FilePath
 from typing import Any, Iterable
 
-from .backends import PRICES, Backend, Request, Usage, approx_tokens
+from .backends import PRICES, Backend, ModelNotFound, Request, Usage, approx_tokens
 from .conformance import NodeMatcher, conformance
 from .paths import Path, enumerate_paths
 from .scenarios import Scenario, sample_scenario
@@ -234,8 +234,8 @@ def count_tokens(tokenizer, chat: list[dict], reply: str) -> tuple[int, int]:
 
 def self_hosted_dollars(prompt_tokens: int, completion_tokens: int) -> float:
     """A self-hosted small model priced per GPU-hour as in the paper (A100 at $2.50/h)."""
-    price_in, price_out = PRICES["self-hosted"]
-    return (prompt_tokens * price_in + completion_tokens * price_out) / 1e6
+    price = PRICES["self-hosted"]
+    return (prompt_tokens * price.input + completion_tokens * price.output) / 1e6
 
 
 class Subterranean(Condition):
@@ -415,6 +415,8 @@ def converse(condition: Condition, user, workflow: Workflow, scenario: Scenario,
             if reply.stop:
                 reason = reply.reason
                 break
+    except ModelNotFound:     # a setting to fix, not this conversation's failure: stop the run, record nothing
+        raise
     except Exception as exc:  # recorded per conversation, never silently dropped
         reason, error = "error", f"{type(exc).__name__}: {exc}".splitlines()[0][:300]
     expected = workflow.nodes[path.nodes[-1]].terminal

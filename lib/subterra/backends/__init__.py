@@ -9,9 +9,17 @@ usage). Backends:
   utterances, the scenario, the persona); the backend calls it with a random generator
   seeded from the request, so a run is reproducible for a seed. It is *not* a language
   model: it exists so the whole pipeline runs, and is tested, with no key and no network.
-- ``anthropic``: Claude through the official SDK (default model Claude Sonnet 4.5).
-- ``openai``: any OpenAI-compatible server through the official SDK (GPT-4.1, or a local
-  vLLM / Ollama server via ``base_url``).
+- ``anthropic``: Claude through the official SDK (default model Claude Sonnet 5.5).
+- ``openai``: any OpenAI-compatible server through the official SDK (default model GPT-5.5,
+  or a local vLLM / Ollama server via ``base_url``).
+
+The paper used Claude Sonnet 4.5 (teacher, customer, judge) and GPT-4.1 (robustness judge).
+Sonnet 4.5 reached its end of life on 2026-11-30 and GPT-4.1 is scheduled to shut down on
+2027-01-14, so the defaults are their current successors; both old models stay in
+:data:`PRICES` so that old caches and records are still priced right. A model the SDK lists
+as deprecated gets one :class:`ModelRetirementWarning` (with its end-of-life date) when a
+backend is built for it; a model the API no longer knows ends the run with
+:class:`ModelNotFound`, one line naming the model and the setting that picks another.
 
 :func:`get_backend` chooses: an explicit name, else ``anthropic`` when
 ``ANTHROPIC_API_KEY`` is set, else ``offline``. Every backend can be wrapped in a
@@ -25,44 +33,90 @@ import hashlib
 import json
 import os
 import random
+import re
+import warnings
 from dataclasses import asdict, dataclass, field
+from datetime import date, datetime
 from typing import Callable
 
-# List prices in dollars per million tokens: (input, output). Sources: the providers' price pages
-# (Claude Sonnet 4.5 $3/$15; GPT-4.1 $2/$8); the self-hosted small model as in the paper (A100 at $2.50/h).
-PRICES = {
-    "claude-sonnet-4-5": (3.00, 15.00),
-    "gpt-4.1": (2.00, 8.00),
-    "gpt-4.1-mini": (0.40, 1.60),
-    "self-hosted": (0.05, 0.23),
-    "offline": (0.0, 0.0),
+@dataclass(frozen=True)
+class Price:
+    """List prices in dollars per million tokens, and what the Batch API charges (a multiplier).
+
+    ``cache_read`` is a prompt-cache hit; ``cache_write`` writing the cache with the default
+    5-minute lifetime (the only one this project asks for). Providers that do not charge extra
+    for cache writes (OpenAI) have ``cache_write == input``.
+    """
+
+    input: float
+    output: float
+    cache_read: float
+    cache_write: float
+    batch: float = 1.0            # Batch API multiplier on every token category; 1.0: no batch discount
+
+
+# List prices per million tokens, from the providers' price pages (read 2026-11-30). Model names are
+# matched by their longest prefix in this table, so dated snapshots share their alias's price.
+# - Claude Sonnet 5.5: $2 / $10, cache read $0.20, 5-minute cache write $2.50, Batch API half price.
+#   (Anthropic's Sonnet 5.5 migration guide gives cache reads as $0.10 since 2026-10-07; the model page
+#   still says $0.20. We keep $0.20: a cache-read price too high over-estimates, never under-estimates.)
+# - Claude Sonnet 4.5, the paper's teacher, customer and judge: retired 2026-11-30; kept to price old
+#   caches and records. $3 / $15, cache read $0.30, write $3.75.
+# - GPT-5.5 (the openai default, see DEFAULT_MODELS): $5 / $30, cached input $0.50, Batch API half price;
+#   prompts over 272K tokens cost more, which no request here comes near.
+# - GPT-4.1, the paper's robustness judge: OpenAI shuts it down on 2027-01-14. $2 / $8, cached $0.50.
+# - The self-hosted small model as in the paper (an A100 at $2.50/h); the offline stand-in is free.
+PRICES: dict[str, Price] = {
+    "claude-sonnet-5-5": Price(2.00, 10.00, cache_read=0.20, cache_write=2.50, batch=0.5),
+    "claude-sonnet-5": Price(2.00, 10.00, cache_read=0.20, cache_write=2.50, batch=0.5),
+    "claude-sonnet-4-5": Price(3.00, 15.00, cache_read=0.30, cache_write=3.75, batch=0.5),
+    "gpt-5.5": Price(5.00, 30.00, cache_read=0.50, cache_write=5.00, batch=0.5),
+    "gpt-5.5-pro": Price(30.00, 180.00, cache_read=30.00, cache_write=30.00, batch=0.5),
+    "gpt-4.1": Price(2.00, 8.00, cache_read=0.50, cache_write=2.00, batch=0.5),
+    "gpt-4.1-mini": Price(0.40, 1.60, cache_read=0.10, cache_write=0.40, batch=0.5),
+    "self-hosted": Price(0.05, 0.23, cache_read=0.05, cache_write=0.05),
+    "offline": Price(0.0, 0.0, cache_read=0.0, cache_write=0.0),
 }
-DEFAULT_MODELS = {"anthropic": "claude-sonnet-4-5", "openai": "gpt-4.1", "offline": "offline"}
+
+# The defaults: Claude Sonnet 5.5, the current Sonnet, for teacher, customer and judge; for the second
+# (robustness) judge GPT-5.5, pinned to its snapshot so that verdicts do not drift when the alias moves.
+# Why GPT-5.5: it is OpenAI's general model that the installed SDK lists with no shutdown date (its
+# deprecation notes schedule GPT-4.1, GPT-4o and GPT-5 for shutdown), the model OpenAI's reasoning guide
+# says to start with, and generally available; the GPT-5.6 / GPT-6 tiers were partner previews.
+DEFAULT_MODELS = {"anthropic": "claude-sonnet-5-5", "openai": "gpt-5.5-2026-04-23", "offline": "offline"}
+
+# An unknown model is priced at the dearest of the default models, category by category: never under the
+# price of what the project would otherwise run.
+UNKNOWN_PRICE = Price(*(max(getattr(PRICES[m], f) for m in ("claude-sonnet-5-5", "gpt-5.5"))
+                        for f in ("input", "output", "cache_read", "cache_write", "batch")))
+
+
+def price_of(model: str) -> Price:
+    """The list price of ``model``: its longest prefix in :data:`PRICES`, else :data:`UNKNOWN_PRICE`."""
+    matches = [prefix for prefix in PRICES if model.startswith(prefix)]
+    return PRICES[max(matches, key=len)] if matches else UNKNOWN_PRICE
 
 
 @dataclass(frozen=True)
 class Usage:
+    """Tokens of one or more calls. ``thinking_tokens`` is the part of ``output_tokens`` spent thinking
+    (reasoning): both APIs count it inside the output total they bill, so it is reported, not billed again."""
+
     input_tokens: int = 0
     output_tokens: int = 0
     cache_read_tokens: int = 0
     cache_write_tokens: int = 0
+    thinking_tokens: int = 0
 
     def __add__(self, other: "Usage") -> "Usage":
         return Usage(*(a + b for a, b in zip(asdict(self).values(), asdict(other).values())))
 
     def dollars(self, model: str, batch: bool = False) -> float:
-        """Cost at list prices (cache reads at 10%, cache writes at 125% of input; batches at 50%)."""
-        price_in, price_out = price_of(model)
-        cost = (self.input_tokens * price_in + self.cache_read_tokens * price_in * 0.1
-                + self.cache_write_tokens * price_in * 1.25 + self.output_tokens * price_out) / 1e6
-        return cost * (0.5 if batch else 1.0)
-
-
-def price_of(model: str) -> tuple[float, float]:
-    for prefix, price in PRICES.items():
-        if model.startswith(prefix):
-            return price
-    return PRICES["claude-sonnet-4-5"]  # unknown model: assume frontier prices, never under-estimate
+        """Cost at ``model``'s list prices (:data:`PRICES`), at its Batch API rate when ``batch``."""
+        price = price_of(model)
+        cost = (self.input_tokens * price.input + self.cache_read_tokens * price.cache_read
+                + self.cache_write_tokens * price.cache_write + self.output_tokens * price.output) / 1e6
+        return cost * (price.batch if batch else 1.0)
 
 
 @dataclass
@@ -77,11 +131,14 @@ class Request:
     tag: str = ""                             # which role asked, for logs and usage tables
     sample: str = ""                          # tells apart deliberate repeats (e.g. the dialogue id)
 
-    def key(self, backend: str, model: str) -> str:
-        """Cache key over (backend, model, messages, parameters)."""
-        payload = json.dumps([backend, model, self.system, self.messages, self.max_tokens, self.temperature,
-                              self.sample],
-                             sort_keys=True, ensure_ascii=False)
+    def key(self, backend: str, model: str, variant: str = "") -> str:
+        """Cache key over (backend, model, messages, parameters) and the backend's non-default settings.
+
+        ``variant`` names settings that change the answer (e.g. adaptive thinking); it is left out of
+        the key when empty, so keys made before it existed stay valid.
+        """
+        fields = [backend, model, self.system, self.messages, self.max_tokens, self.temperature, self.sample]
+        payload = json.dumps(fields + [variant] if variant else fields, sort_keys=True, ensure_ascii=False)
         return hashlib.sha256(payload.encode()).hexdigest()
 
 
@@ -115,6 +172,84 @@ class BackendError(RuntimeError):
     """A model call that failed for good (after retries), described in one line."""
 
 
+class ModelNotFound(BackendError):
+    """The API does not know the model (retired, misspelt, or not open to this key): a setting to change,
+    not a failure of one call, so runs stop on it instead of recording it per conversation."""
+
+
+class ModelRetirementWarning(UserWarning):
+    """The model is on its SDK's list of deprecated models: a paid run on it fails from its end of life."""
+
+
+THINKING = ("off", "adaptive")       # the thinking settings of the remote backends (see backends.claude)
+EFFORTS = ("low", "medium", "high", "xhigh", "max")   # output_config.effort, as the SDK's OutputConfigParam
+THINKING_ROOM = 2048                 # output tokens added to a request's limit when the model may think
+
+# Where a user picks another model, for the one-line messages.
+MODEL_SETTING = "--model (simulate: --frontier-model / --simulator-model), or model=... in Python"
+_warned: set[tuple[str, str]] = set()
+
+
+def end_of_life(backend: str, model: str) -> str | None:
+    """The end-of-life date the backend's installed SDK gives for ``model``, or None if it lists none."""
+    try:
+        if backend == "anthropic":
+            from .claude import sdk_end_of_life
+        elif backend == "openai":
+            from .openai_compat import sdk_end_of_life
+        else:
+            return None
+    except ImportError:                 # the SDK is not installed: nothing to look up
+        return None
+    return sdk_end_of_life(model)
+
+
+def _eol_date(text: str) -> date | None:
+    """'November 30th, 2026' (anthropic's table) or '2027-01-14' (openai's notes) as a date."""
+    text = re.sub(r"(\d)(st|nd|rd|th)\b", r"\1", text.strip())
+    for form in ("%B %d, %Y", "%Y-%m-%d", "%b %d, %Y"):
+        try:
+            return datetime.strptime(text, form).date()
+        except ValueError:
+            continue
+    return None
+
+
+def retirement_notice(backend: str, model: str, today: date | None = None) -> str | None:
+    """One line saying that ``model`` is deprecated and when it retires, or None if its SDK does not list it."""
+    when = end_of_life(backend, model)
+    if when is None:
+        return None
+    day, today = _eol_date(when), today or date.today()
+    if day is not None and day <= today:
+        status = f"reached its end of life on {when}: calls to it fail"
+    else:
+        status = f"is deprecated and reaches its end of life on {when}: a run after that date fails"
+    current = DEFAULT_MODELS.get(backend)
+    suggestion = f" (the current default is {current})" if current and current != model else ""
+    return (f"{backend} model '{model}' {status} (the {backend} SDK's list of deprecated models); "
+            f"pick another with {MODEL_SETTING}{suggestion}")
+
+
+def warn_if_retiring(backend: str, model: str) -> str | None:
+    """Warn (:class:`ModelRetirementWarning`) once per backend and model that its SDK lists as deprecated."""
+    notice = retirement_notice(backend, model)
+    if notice is not None and (backend, model) not in _warned:
+        _warned.add((backend, model))
+        warnings.warn(notice, ModelRetirementWarning, stacklevel=3)
+    return notice
+
+
+def model_not_found(backend: str, model: str, detail: str) -> ModelNotFound:
+    """The one-line error for a model the API does not know; ``detail`` is the server's own words."""
+    when = end_of_life(backend, model)
+    eol = f"; its SDK gives its end of life as {when}" if when else ""
+    current = DEFAULT_MODELS.get(backend)
+    suggestion = f" (the current default is {current})" if current and current != model else ""
+    return ModelNotFound(f"{backend} model '{model}' is retired or not found ({detail}){eol}; "
+                         f"pick another with {MODEL_SETTING}{suggestion}")
+
+
 class Backend:
     """Base class: subclasses implement :meth:`acomplete`; :meth:`complete` is its sync twin."""
 
@@ -122,6 +257,15 @@ class Backend:
 
     def __init__(self, model: str | None = None):
         self.model = model or DEFAULT_MODELS.get(self.name, self.name)
+
+    @property
+    def variant(self) -> str:
+        """Settings beyond (backend, model) that change answers, for cache keys; '' for the defaults."""
+        return ""
+
+    def max_output(self, request: Request) -> int:
+        """The most output tokens a call for ``request`` can be billed (its limit, plus any thinking room)."""
+        return request.max_tokens
 
     async def acomplete(self, request: Request) -> Completion:
         raise NotImplementedError

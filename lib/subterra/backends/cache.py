@@ -1,7 +1,8 @@
 """A disk cache and a budget cap around any backend.
 
 Every completion is stored as one JSON file named by the request's key — a hash of
-(backend, model, system, messages, parameters) — so a re-run, or a run resumed after a
+(backend, model, system, messages, parameters, and the backend's non-default settings such as
+adaptive thinking) — so a re-run, or a run resumed after a
 kill, costs nothing for the calls it already made. Files are written atomically (temp
 file + rename), so a kill never leaves a half-written entry.
 
@@ -40,16 +41,25 @@ class CachedBackend(Backend):
         self._reserved = 0.0
         self._lock = threading.Lock()
 
+    @property
+    def variant(self) -> str:
+        return self.inner.variant
+
+    def max_output(self, request: Request) -> int:
+        return self.inner.max_output(request)
+
     def _file(self, key: str) -> Path:
         return self.cache_dir / key[:2] / f"{key}.json"
 
     def worst_case(self, request: Request) -> float:
+        """The prompt (twice its word-based token estimate) plus the most output the call can be billed,
+        thinking included (:meth:`Backend.max_output`)."""
         words = len(request.system.split()) + sum(len(m["content"].split()) for m in request.messages)
-        usage = Usage(input_tokens=approx_tokens(words) * 2, output_tokens=request.max_tokens)
+        usage = Usage(input_tokens=approx_tokens(words) * 2, output_tokens=self.inner.max_output(request))
         return usage.dollars(self.model)
 
     async def acomplete(self, request: Request) -> Completion:
-        key = request.key(self.inner.name, self.inner.model)
+        key = request.key(self.inner.name, self.inner.model, self.inner.variant)
         file = self._file(key)
         if file.exists():
             try:

@@ -16,9 +16,39 @@ seconds have passed. A :class:`~subterra.backends.Completion` carries no batch m
 actually cost.
 
 Sampling temperature: version 2 of the SDK speaks API version ``2026-10-21``, which rejects
-``temperature`` (even 1.0) with a 400, and the SDK has dropped the argument. The request's
-temperature is therefore sent, through ``extra_body``, only when the client speaks an
-older API version (``api_version="2023-06-01"``, or an SDK older than 2.0).
+``temperature`` (even 1.0) with a 400, and the SDK has dropped the argument; the Claude 5
+models (Sonnet 5, Sonnet 5.5, ...) reject non-default sampling parameters on any API
+version. The request's temperature is therefore sent, through ``extra_body``, only when the
+client speaks an older API version (``api_version="2023-06-01"``, or an SDK older than 2.0)
+*and* the model is older than Claude 5. ``top_p`` and ``top_k`` are never sent.
+
+Thinking is a deliberate setting (``thinking=``), sent in every request body:
+
+- ``"off"`` (the default): no thinking before the reply. Sonnet 5.5 thinks adaptively when the
+  request says nothing and rejects ``{"type": "disabled"}`` with a 400; its lowest setting is
+  ``{"type": "between_tools"}`` (no up-front thinking; without tools the reply is text only).
+  So "off" is sent as ``between_tools`` to Claude 5.5 and later models and as ``disabled`` to
+  older ones. Why off: every call here writes one short turn (a teacher's line from a node's
+  template, a customer's reply, a JSON verdict against a fixed rubric) under a limit of
+  200-600 tokens. Thinking is billed as output, counts against that limit (a turn can come
+  back cut short or empty), and adds seconds to every call, while the template and rubric
+  already carry the reasoning such a turn needs (and Sonnet 4.5, the paper's model, does not
+  think unless asked). For scale: the travel corpus is 26,311 calls of ~20 output tokens each
+  (the dry-run estimate, ~$31 in all); 300 thinking tokens a call would add ~$79.
+- ``"adaptive"``: the model decides when and how much to think (``{"type": "adaptive"}``).
+  ``thinking_room`` tokens (default 2,048) are added to each request's ``max_tokens`` so that
+  thinking does not eat the reply's limit; the budget cap reserves them too.
+
+``effort`` (``low`` ... ``max``, default: the model's own) is sent as ``output_config.effort``;
+``xhigh`` and ``max`` need adaptive thinking. The response's ``output_tokens`` is the billed
+total *including* thinking; ``usage.output_tokens_details.thinking_tokens`` (when present) is
+kept as :attr:`Usage.thinking_tokens <subterra.backends.Usage>`, a part of the output, not
+added to it.
+
+A model that the installed SDK lists as deprecated (its own ``DEPRECATED_MODELS`` table) gets
+one :class:`~subterra.backends.ModelRetirementWarning`, with the end-of-life date, when a
+backend is built for it; a model the API no longer knows ends the run with a one-line
+:class:`~subterra.backends.ModelNotFound`.
 
 The key comes from ``api_key=`` or ``ANTHROPIC_API_KEY`` and nothing else: the SDK's other
 sources (profiles, workload identity) are not consulted.
@@ -28,16 +58,51 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
 import anthropic
 
-from . import DEFAULT_MODELS, BackendError, Completion, Request, Usage
-from .retry import RemoteBackend, redact
+from . import (DEFAULT_MODELS, EFFORTS, THINKING, THINKING_ROOM, BackendError, Completion, Request, Usage,
+               model_not_found, warn_if_retiring)
+from .retry import RemoteBackend, names_missing_model, redact
 
 SAMPLING_REMOVED = "2026-10-21"      # the first API version that rejects temperature / top_p / top_k
 MAX_BATCH = 100_000                  # the API's limit on requests per batch
+_VERSION = re.compile(r"^claude-(?:[a-z]+-)?(\d+)(?:-(\d{1,2}))?(?=-|@|$)")
+
+
+def sdk_end_of_life(model: str) -> str | None:
+    """The end of life the installed SDK gives for ``model`` in its own table of deprecated models."""
+    try:
+        from anthropic.resources.messages.messages import DEPRECATED_MODELS
+    except ImportError:              # pragma: no cover - an SDK that moved or dropped the table
+        try:
+            from anthropic._data import DEPRECATED_MODELS
+        except ImportError:
+            return None
+    return DEPRECATED_MODELS.get(model)
+
+
+def claude_version(model: str) -> tuple[int, int] | None:
+    """(major, minor) of a Claude model id: claude-sonnet-5-5 -> (5, 5), claude-3-7-sonnet-... -> (3, 7)."""
+    match = _VERSION.match(model)
+    return (int(match.group(1)), int(match.group(2) or 0)) if match else None
+
+
+def rejects_sampling(model: str) -> bool:
+    """Claude 5 and later reject non-default temperature / top_p / top_k (an unknown id counts as new)."""
+    version = claude_version(model)
+    return version is None or version >= (5, 0)
+
+
+def thinking_config(model: str, thinking: str) -> dict:
+    """The ``thinking`` field of the Messages API body for a setting of :data:`THINKING`."""
+    if thinking == "adaptive":
+        return {"type": "adaptive"}
+    version = claude_version(model)
+    return {"type": "between_tools" if version is None or version >= (5, 5) else "disabled"}
 
 
 def batch_dollars(completions: Iterable[Completion]) -> float:
@@ -48,9 +113,11 @@ def batch_dollars(completions: Iterable[Completion]) -> float:
 def usage_of(message: Any) -> Usage:
     """Token usage of a Messages API response (cache fields may be missing or None)."""
     u = message.usage
+    details = getattr(u, "output_tokens_details", None)
     return Usage(input_tokens=u.input_tokens or 0, output_tokens=u.output_tokens or 0,
                  cache_read_tokens=getattr(u, "cache_read_input_tokens", None) or 0,
-                 cache_write_tokens=getattr(u, "cache_creation_input_tokens", None) or 0)
+                 cache_write_tokens=getattr(u, "cache_creation_input_tokens", None) or 0,
+                 thinking_tokens=getattr(details, "thinking_tokens", None) or 0)
 
 
 def text_of(message: Any) -> str:
@@ -68,12 +135,14 @@ class _Group:
 
 
 class AnthropicBackend(RemoteBackend):
-    """Claude via ``anthropic.AsyncAnthropic`` (default model Claude Sonnet 4.5).
+    """Claude via ``anthropic.AsyncAnthropic`` (default model Claude Sonnet 5.5).
 
     ``max_retries`` bounds the outer retry loop (each try also gets ``sdk_retries`` retries
     inside the SDK); ``backoff`` is its first wait in seconds. ``http_client`` (an
     ``httpx2.AsyncClient``, or ``httpx.AsyncClient`` for SDKs before 1.0) is handed to the
     SDK, which is how the tests plug in a fake server; closing the backend closes it.
+    ``thinking`` (``"off"`` or ``"adaptive"``), ``effort`` and ``thinking_room``: see the
+    module docstring.
     """
 
     name = "anthropic"
@@ -83,7 +152,15 @@ class AnthropicBackend(RemoteBackend):
                  max_retries: int = 6, timeout: float = 60.0, http_client: Any = None, batch: bool = False,
                  backoff: float = 1.0, sdk_retries: int = 2, base_url: str | None = None,
                  api_version: str | None = None, batch_size: int = 10_000, batch_window: float = 2.0,
-                 poll_interval: float = 30.0):
+                 poll_interval: float = 30.0, thinking: str = "off", effort: str | None = None,
+                 thinking_room: int = THINKING_ROOM):
+        if thinking not in THINKING:
+            raise BackendError(f"thinking must be one of {', '.join(THINKING)} (got {thinking!r})")
+        if effort is not None and effort not in EFFORTS:
+            raise BackendError(f"effort must be one of {', '.join(EFFORTS)} (got {effort!r})")
+        if thinking == "off" and effort in ("xhigh", "max"):
+            raise BackendError(f"effort {effort} needs adaptive thinking (--thinking adaptive): Claude rejects "
+                               "thinking turned off above high effort")
         api_key = api_key or os.environ.get("ANTHROPIC_API_KEY")
         if not api_key:
             raise BackendError("ANTHROPIC_API_KEY is not set: export it (or pass api_key=...) to use the "
@@ -91,6 +168,8 @@ class AnthropicBackend(RemoteBackend):
         super().__init__(model or DEFAULT_MODELS["anthropic"], api_key=api_key, max_concurrency=max_concurrency,
                          max_retries=max_retries, timeout=timeout, http_client=http_client, backoff=backoff,
                          sdk_retries=sdk_retries)
+        self.thinking, self.effort, self.thinking_room = thinking, effort, max(0, thinking_room)
+        warn_if_retiring(self.name, self.model)
         self.base_url = base_url
         self.api_version = api_version
         self.batch = batch
@@ -109,16 +188,31 @@ class AnthropicBackend(RemoteBackend):
                                         max_retries=self.sdk_retries, http_client=self._http_client,
                                         default_headers=headers)
 
+    @property
+    def variant(self) -> str:
+        settings = ([f"thinking={self.thinking}"] if self.thinking != "off" else []) + (
+            [f"effort={self.effort}"] if self.effort else [])
+        return ";".join(settings)
+
+    def max_output(self, request: Request) -> int:
+        return request.max_tokens + (self.thinking_room if self.thinking == "adaptive" else 0)
+
     def _sends_temperature(self, client: anthropic.AsyncAnthropic) -> bool:
+        """Only to models before Claude 5, and only over an API version that still takes it."""
+        if rejects_sampling(self.model):
+            return False
         version = self.api_version or str(client.default_headers.get("anthropic-version", ""))
         return bool(version) and version < SAMPLING_REMOVED
 
     def params(self, request: Request, client: anthropic.AsyncAnthropic) -> dict:
-        """The Messages API body for ``request``: the system text is one cached block."""
-        params: dict[str, Any] = {"model": self.model, "max_tokens": request.max_tokens,
-                                  "messages": request.messages}
+        """The Messages API body for ``request``: the system text is one cached block; thinking as set."""
+        params: dict[str, Any] = {"model": self.model, "max_tokens": self.max_output(request),
+                                  "messages": request.messages,
+                                  "thinking": thinking_config(self.model, self.thinking)}
         if request.system:
             params["system"] = [{"type": "text", "text": request.system, "cache_control": {"type": "ephemeral"}}]
+        if self.effort:
+            params["output_config"] = {"effort": self.effort}
         if self._sends_temperature(client):
             params["temperature"] = request.temperature
         return params
@@ -184,7 +278,12 @@ class AnthropicBackend(RemoteBackend):
         detail = result.type
         error = getattr(getattr(result, "error", None), "error", None)
         if error is not None:
-            detail += f": {getattr(error, 'type', '')}: {getattr(error, 'message', '')}"
+            kind, message = getattr(error, "type", None), str(getattr(error, "message", "") or "")
+            if names_missing_model(404 if kind == "not_found_error" else None, kind, None, message, self.model):
+                return str(model_not_found(self.name, self.model,
+                                           redact(f"batch {batch_id} custom_id {custom_id}: {kind}: {message}",
+                                                  (self._api_key,))))
+            detail += f": {kind or ''}: {message}"
         return redact(f"{self.name} batch {batch_id} custom_id {custom_id} {detail}", (self._api_key,))
 
     async def _join_batch(self, request: Request) -> Completion:

@@ -7,7 +7,10 @@ Two layers of retries guard every call. The official SDKs retry a few times on t
 overloaded or failing server (5xx, 529, 408, 409), a timeout or a dropped connection.
 Any other failure (a 400, 401, 403, 404, ...) stops at once. Either way the caller sees
 a :class:`~subterra.backends.BackendError` whose message is one line and never holds the
-API key.
+API key. A model the API does not know (a 404 ``not_found_error`` naming the model, OpenAI's
+``model_not_found``, or a message saying the model is retired) becomes
+:class:`~subterra.backends.ModelNotFound`: the model, that it is retired or not found, and the
+setting that picks another.
 
 :class:`RemoteBackend` holds what the two SDK backends share: an
 :class:`asyncio.Semaphore` that bounds calls in flight (the sleeps between attempts happen
@@ -25,7 +28,7 @@ import re
 from dataclasses import dataclass
 from typing import Any, Awaitable, Callable, TypeVar
 
-from . import Backend, BackendError, Completion, Request
+from . import Backend, BackendError, Completion, Request, model_not_found
 
 T = TypeVar("T")
 
@@ -91,6 +94,29 @@ def redact(text: str, secrets: tuple[str, ...] = ()) -> str:
     return text if len(text) <= MAX_MESSAGE else text[:MAX_MESSAGE - 3] + "..."
 
 
+def error_fields(exc: BaseException) -> tuple[str | None, str | None, str]:
+    """(type, code, message) of the server's error body: anthropic sends a type, openai a type and a code."""
+    body = getattr(exc, "body", None)
+    error = body.get("error", body) if isinstance(body, dict) else None
+    kind = code = message = None
+    if isinstance(error, dict):
+        kind, code, message = error.get("type"), error.get("code"), error.get("message")
+    return kind, code, str(message or getattr(exc, "message", "") or exc)
+
+
+RETIRED_WORDS = ("retired", "deprecated", "end of life", "end-of-life", "no longer available", "does not exist")
+
+
+def names_missing_model(status: int | None, kind: str | None, code: str | None, message: str, model: str) -> bool:
+    """Whether an error says the model itself is unknown or retired (not some other missing thing)."""
+    text = message.lower()
+    if code == "model_not_found":
+        return True
+    if status == 404 and kind == "not_found_error" and ("model" in text or model.lower() in text):
+        return True
+    return status in (400, 404, 410) and model.lower() in text and any(w in text for w in RETIRED_WORDS)
+
+
 def describe(exc: BaseException, where: str, secrets: tuple[str, ...] = ()) -> str:
     """One line naming where the call went, the status and the server's own error type and message."""
     status = status_of(exc)
@@ -98,27 +124,25 @@ def describe(exc: BaseException, where: str, secrets: tuple[str, ...] = ()) -> s
         cause = exc.__cause__ or exc.__context__
         why = f" ({type(cause).__name__}: {cause})" if cause is not None else ""
         return redact(f"{where}: {type(exc).__name__}: {exc}{why}", secrets)
-    body = getattr(exc, "body", None)
-    error = body.get("error", body) if isinstance(body, dict) else None
-    kind = message = None
-    if isinstance(error, dict):
-        kind, message = error.get("type"), error.get("message")
-    message = message or getattr(exc, "message", "") or str(exc)
+    kind, _, message = error_fields(exc)
     return redact(f"{where}: HTTP {status}" + (f" {kind}" if kind else "") + f": {message}", secrets)
 
 
 async def with_retries(call: Callable[[], Awaitable[T]], policy: RetryPolicy, *, where: str,
-                       errors: tuple[type[BaseException], ...], secrets: tuple[str, ...] = ()) -> T:
+                       errors: tuple[type[BaseException], ...], secrets: tuple[str, ...] = (),
+                       explain: Callable[[BaseException], BackendError | None] | None = None) -> T:
     """Await ``call()`` until it succeeds; retry transient ``errors`` with backoff, fail on the rest.
 
-    Exceptions not in ``errors`` (programming mistakes) propagate unchanged.
+    ``explain`` may turn a lasting failure into a more specific error (e.g. :class:`ModelNotFound`);
+    when it returns None the failure is described as it came. Exceptions not in ``errors``
+    (programming mistakes) propagate unchanged.
     """
     for attempt in range(policy.attempts):
         try:
             return await call()
         except errors as exc:
             if not is_transient(exc):
-                raise BackendError(describe(exc, where, secrets)) from exc
+                raise (explain and explain(exc)) or BackendError(describe(exc, where, secrets)) from exc
             if attempt + 1 >= policy.attempts:
                 raise BackendError(f"gave up after {policy.attempts} attempts: "
                                    + describe(exc, where, secrets)) from exc
@@ -184,7 +208,15 @@ class RemoteBackend(Backend):
 
         where = f"{self.name} {self.model}" + (f" ({what})" if what else "")
         return await with_retries(attempt, self.policy, where=where, errors=self.errors,
-                                  secrets=(self._api_key,))
+                                  secrets=(self._api_key,), explain=self.explain)
+
+    def explain(self, exc: BaseException) -> BackendError | None:
+        """:class:`ModelNotFound` when ``exc`` says this backend's model is unknown or retired, else None."""
+        kind, code, message = error_fields(exc)
+        if not names_missing_model(status_of(exc), kind, code, message, self.model):
+            return None
+        detail = f"HTTP {status_of(exc)}" + (f" {kind}" if kind else "") + f": {message}"
+        return model_not_found(self.name, self.model, redact(detail, (self._api_key,)))
 
     async def acomplete(self, request: Request) -> Completion:
         return await self.call(lambda client: self._create(client, request), what=request.tag)
