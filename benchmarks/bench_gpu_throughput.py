@@ -34,7 +34,7 @@ def random_base(folder: Path, corpus, layers: int | None) -> Path:
     import torch
     from transformers import Qwen2Config, Qwen2ForCausalLM
 
-    from subterra.training import corpus_texts, fit_tokenizer
+    from subterra.encoding import corpus_texts, fit_tokenizer
 
     tokenizer = fit_tokenizer(corpus_texts(corpus), 4096)
     shape = dict(QWEN25_05B, **({"num_hidden_layers": layers} if layers else {}))

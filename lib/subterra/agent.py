@@ -17,22 +17,46 @@ from pathlib import Path as FilePath
 from typing import Any
 
 from .conformance import NodeMatcher, scalar_values
-from .workflow import Workflow
+from .workflow import SLOT, SLOT_NAME, Workflow
 
 
 class Agent:
-    """Greedy chat with a compiled model: ``Agent(model_dir).reply(messages) -> str``."""
+    """Greedy chat with a compiled model: ``Agent(model_dir).reply(messages) -> str``.
 
-    def __init__(self, model_dir: str | FilePath, max_new_tokens: int = 128, device: str | None = None):
-        import torch
+    ``model_dir`` is a model folder, a hub id or a named base (:mod:`subterra.bases`);
+    :meth:`from_model` wraps a model already in memory (e.g. mid-training). Greedy decoding
+    with one guard against loops: no run of ``no_repeat`` tokens may occur twice *within a
+    reply* (values copied from the conversation are not affected, unlike transformers'
+    ``no_repeat_ngram_size``, which also counts the prompt).
+    """
+
+    def __init__(self, model_dir: str | FilePath, max_new_tokens: int = 128, device: str | None = None,
+                 no_repeat: int = 8):
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-        self.tokenizer = AutoTokenizer.from_pretrained(model_dir, padding_side="left")
+        from .bases import resolve_base
+        from .training import accelerator
+
+        source = resolve_base(str(model_dir))
+        model = AutoModelForCausalLM.from_pretrained(source).to(device or accelerator())
+        self._setup(model, AutoTokenizer.from_pretrained(source), max_new_tokens, no_repeat)
+
+    @classmethod
+    def from_model(cls, model, tokenizer, max_new_tokens: int = 128, no_repeat: int = 8) -> "Agent":
+        agent = cls.__new__(cls)
+        agent._setup(model, tokenizer, max_new_tokens, no_repeat)
+        return agent
+
+    def _setup(self, model, tokenizer, max_new_tokens: int, no_repeat: int) -> None:
+        import copy
+
+        self.tokenizer = copy.copy(tokenizer)
+        self.tokenizer.padding_side = "left"
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
-        self.model = AutoModelForCausalLM.from_pretrained(model_dir).to(self.device).eval()
-        self.max_new_tokens = max_new_tokens
+        self.model = model.eval()
+        self.device = next(model.parameters()).device
+        self.max_new_tokens, self.no_repeat = max_new_tokens, no_repeat
         stops = self.model.generation_config.eos_token_id
         stops = stops if isinstance(stops, list) else [stops] if stops is not None else []
         self.stop_ids = sorted({*stops, self.tokenizer.eos_token_id} - {None})
@@ -42,22 +66,55 @@ class Agent:
         return self.reply_batch([messages])[0]
 
     def reply_batch(self, conversations: list[list[dict]], batch_size: int = 32, progress: bool = False) -> list[str]:
-        """Next assistant turns for many conversations at once (left-padded batches, greedy)."""
+        """Next assistant turns for many conversations at once (batches of similar length, left-padded, greedy)."""
         import torch
         from tqdm.auto import tqdm
+        from transformers import LogitsProcessorList
 
-        replies: list[str] = []
-        starts = range(0, len(conversations), batch_size)
-        for i in tqdm(starts, desc="generating", unit="batch", disable=not progress):
-            texts = [self.tokenizer.apply_chat_template(c, tokenize=False, add_generation_prompt=True)
-                     for c in conversations[i:i + batch_size]]
-            enc = self.tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(self.device)
+        texts = [self.tokenizer.apply_chat_template(c, tokenize=False, add_generation_prompt=True)
+                 for c in conversations]
+        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+        replies: dict[int, str] = {}
+        was_training = self.model.training
+        self.model.eval()
+        for start in tqdm(range(0, len(order), batch_size), desc="generating", unit="batch", disable=not progress):
+            members = order[start:start + batch_size]
+            enc = self.tokenizer([texts[i] for i in members], return_tensors="pt", padding=True,
+                                 add_special_tokens=False).to(self.device)
+            guard = LogitsProcessorList([NoRepeatInReply(self.no_repeat, enc["input_ids"].shape[1])] if self.no_repeat
+                                        else [])
             with torch.no_grad():
                 out = self.model.generate(**enc, max_new_tokens=self.max_new_tokens, do_sample=False,
-                                          eos_token_id=self.stop_ids, pad_token_id=self.tokenizer.pad_token_id)
-            new = out[:, enc["input_ids"].shape[1]:]
-            replies += [t.strip() for t in self.tokenizer.batch_decode(new, skip_special_tokens=True)]
-        return replies
+                                          logits_processor=guard, eos_token_id=self.stop_ids,
+                                          pad_token_id=self.tokenizer.pad_token_id)
+            new = self.tokenizer.batch_decode(out[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)
+            replies.update({i: text.strip() for i, text in zip(members, new)})
+        self.model.train(was_training)
+        return [replies[i] for i in range(len(texts))]
+
+
+class NoRepeatInReply:
+    """A logits processor: bans the token that would repeat an ``n``-token run already written in this reply.
+
+    Only the generated part (after ``prompt_length``) counts, so copying a value from the
+    conversation is never blocked; a reply that starts to go round in a loop is pushed out of it.
+    """
+
+    def __init__(self, n: int, prompt_length: int):
+        self.n, self.prompt_length = n, prompt_length
+
+    def __call__(self, input_ids, scores):
+        generated = input_ids[:, self.prompt_length:]
+        if generated.shape[1] < self.n:
+            return scores
+        rows = generated.tolist()
+        for row, tokens in enumerate(rows):
+            tail = tuple(tokens[len(tokens) - self.n + 1:])
+            banned = {tokens[i + self.n - 1] for i in range(len(tokens) - self.n + 1)
+                      if tuple(tokens[i:i + self.n - 1]) == tail}
+            if banned:
+                scores[row, list(banned)] = float("-inf")
+        return scores
 
 
 # --------------------------------------------------------------------------- evaluation
@@ -68,6 +125,103 @@ def nearest_node(workflow: Workflow, text: str, values: dict[str, Any],
     return (matcher or NodeMatcher(workflow, role="agent")).match(text, values).node
 
 
+# --------------------------------------------------------------------------- values in a reply
+
+@dataclass(frozen=True)
+class ValueCheck:
+    """The values in one reply, against the template (one of its node's examples) the reply follows.
+
+    A valid reply may follow another template than the gold turn, naming fewer values (a short
+    booking summary where the gold was the long one); it is judged by its own template's slots.
+    """
+
+    template: str
+    slots: int                  # slots in the template the reply follows
+    filled: int                 # of those, filled with the scenario's value
+    wrong: tuple[str, ...]      # values stated that are not the scenario's: wrong, swapped or invented
+
+    @property
+    def precise(self) -> bool:
+        return not self.wrong
+
+    @property
+    def complete(self) -> bool:
+        return self.filled == self.slots
+
+    @property
+    def recall(self) -> float:
+        return self.filled / self.slots if self.slots else 1.0
+
+
+def template_fills(template: str, text: str, values: dict[str, Any] | None = None) -> list[tuple[str, str]] | None:
+    """``(slot, the text it holds)`` for each slot when ``text`` ends with ``template``'s wording; else None.
+
+    Words before the template (an opener such as "Sure.") are allowed; the template's own wording
+    must be there, verbatim, between the slots. Where two slots touch ("{airline} {flight_number}")
+    the split is ambiguous; each slot then first tries the scenario's value (``values``).
+    """
+    import re
+
+    parts = SLOT.split(template)
+    pattern = ""
+    for k, part in enumerate(parts):
+        if k % 2 == 0:
+            pattern += re.escape(part)
+            continue
+        want = slot_value(values or {}, part)
+        pattern += f"(?P<s{k // 2}>{re.escape(want) + '|' if want else ''}.+?)"
+    found = re.search(pattern + r"\s*$", text.strip(), flags=re.S)
+    if found is None:
+        return None
+    return [(parts[k], found.group(f"s{k // 2}").strip()) for k in range(1, len(parts), 2)]
+
+
+def slot_value(values: dict[str, Any], slot: str) -> str | None:
+    """The scenario's value for a ``{slot}`` or ``{table.field}`` (None when the scenario has none)."""
+    if SLOT_NAME.match(slot) is None:
+        return None
+    name, attr = SLOT_NAME.match(slot).groups()
+    value = values.get(name)
+    if isinstance(value, dict):
+        value = value.get(attr) if attr else None
+    return None if value is None else str(value)
+
+
+def known_values(workflow: Workflow, slot: str) -> set[str]:
+    """Every value a slot can take in the workflow: its pool, its held-out values, its catalogue column."""
+    name, attr = SLOT_NAME.match(slot).groups()
+    if name in workflow.catalogue:
+        return {str(record.get(attr)) for record in workflow.catalogue[name] if attr in record}
+    return {str(v) for v in (*workflow.variables.get(name, ()), *workflow.held_out.get(name, ()))}
+
+
+def check_values(workflow: Workflow, node: str, reply: str, values: dict[str, Any],
+                 matcher: NodeMatcher | None = None) -> ValueCheck:
+    """Precision and recall of the values in ``reply``, taken as a turn of ``node``.
+
+    When the reply follows one of the node's examples word for word, each slot's text is compared
+    with the scenario's value (a swap or a made-up value is wrong). Otherwise the nearest example
+    gives the slots: a slot counts as filled when its value appears, and any other value the
+    workflow knows for that slot (another city, another flight) counts as wrong.
+    """
+    examples = workflow.nodes[node].examples
+    aligned = [(e, fills) for e in examples if (fills := template_fills(e, reply, values)) is not None]
+    if aligned:
+        template, fills = max(aligned, key=lambda a: len(a[1]))
+        expected = [(slot_value(values, slot), text) for slot, text in fills]
+        wrong = tuple(text for want, text in expected if want is not None and text != want)
+        filled = sum(want is not None and text == want for want, text in expected)
+        return ValueCheck(template, len(fills), filled, wrong)
+    template = (matcher or NodeMatcher(workflow, role=None)).nearest_example(reply, values, node)
+    slots = SLOT.findall(template)
+    wanted = {slot: slot_value(values, slot) for slot in slots}
+    filled = sum(want is not None and want in reply for want in wanted.values())
+    right = {v for v in wanted.values() if v}
+    wrong = tuple(sorted({v for slot in slots for v in known_values(workflow, slot)
+                          if len(v) >= 2 and v in reply and not any(v in r for r in right)}))
+    return ValueCheck(template, len(slots), filled, wrong)
+
+
 @dataclass
 class NextStepReport:
     dialogues: int
@@ -76,9 +230,10 @@ class NextStepReport:
     dialogue_accuracy: float    # dialogues whose every assistant turn took the right step
     permitted_accuracy: float   # turns classified as any agent node the graph allows after the customer's turn
     dialogue_permitted: float   # dialogues whose every assistant turn took a permitted step
-    value_carrying: float       # turns with values whose every gold value appears in the generation
-    value_turns: int
-    copy_carrying: float        # the same, counting only values said earlier in the conversation
+    value_precision: float      # of turns stating values, those with none wrong, swapped or invented
+    value_recall: float         # mean share of the followed template's slots filled with the scenario's values
+    value_turns: int            # turns whose reply states values or follows a template with slots
+    copy_carrying: float        # where the gold turn repeats a value said earlier: replies precise and complete
     copy_turns: int
     copy_token_accuracy: float  # teacher-forced: share of those values' tokens the model predicts (copy_token_accuracy)
     copy_tokens: int
@@ -89,8 +244,9 @@ class NextStepReport:
         return (f"next step {100 * self.turn_accuracy:.1f}% of {self.turns} turns "
                 f"({100 * self.dialogue_accuracy:.1f}% of {self.dialogues} dialogues all right; "
                 f"{100 * self.dialogue_permitted:.1f}% taking only steps the graph permits); "
-                f"values carried {100 * self.value_carrying:.1f}% of {self.value_turns} turns "
-                f"({100 * self.copy_carrying:.1f}% of {self.copy_turns} where the value was said before; "
+                f"values carried {100 * self.copy_carrying:.1f}% of {self.copy_turns} turns that repeat a value "
+                f"(precision {100 * self.value_precision:.1f}%, recall {100 * self.value_recall:.1f}% over "
+                f"{self.value_turns} turns with values; "
                 f"{100 * self.copy_token_accuracy:.1f}% of {self.copy_tokens} copied tokens predicted)")
 
 
@@ -104,7 +260,7 @@ def copy_token_accuracy(model, tokenizer, conversations: list[tuple[list[dict], 
     """
     import torch
 
-    from .training import message_spans
+    from .encoding import message_spans
 
     hits = total = 0
     device = next(model.parameters()).device
@@ -180,7 +336,8 @@ def evaluate_next_steps(model_dir: str | FilePath | Agent, workflow: Workflow, n
     matcher = NodeMatcher(workflow, role="agent")
     right_dialogue = [True] * len(dialogues)
     permitted_dialogue = [True] * len(dialogues)
-    permitted = right = value_turns = value_ok = copy_turns = copy_ok = 0
+    permitted = right = copy_turns = copy_ok = 0
+    checks: list[ValueCheck] = []
     failures = []
     for (d, k), reply in zip(where, replies):
         dialogue = dialogues[d]
@@ -193,24 +350,24 @@ def evaluate_next_steps(model_dir: str | FilePath | Agent, workflow: Workflow, n
         permitted += node in allowed
         right_dialogue[d] &= step_ok
         permitted_dialogue[d] &= node in allowed
-        said = [v for v in scalar_values(values) if v in gold.content]
+        check = check_values(workflow, node, reply, values, matcher)
+        if check.slots or check.wrong:
+            checks.append(check)
         before = " ".join(t.content for t in dialogue.turns[:k])
-        copied = [v for v in said if v in before]
-        carried = all(v in reply for v in said)
-        if said:
-            value_turns += 1
-            value_ok += carried
-        if copied:
+        repeats = any(v in gold.content and v in before for v in scalar_values(values))
+        carried = check.precise and check.complete
+        if repeats:
             copy_turns += 1
-            copy_ok += all(v in reply for v in copied)
+            copy_ok += carried
         if not (step_ok and carried) and len(failures) < 20:
             failures.append({"dialogue": dialogue.id, "node": gold.node, "got": node, "gold": gold.content,
-                             "reply": reply})
+                             "reply": reply, "wrong values": list(check.wrong)})
     return NextStepReport(dialogues=len(dialogues), turns=len(replies), turn_accuracy=right / max(len(replies), 1),
                           dialogue_accuracy=sum(right_dialogue) / max(len(dialogues), 1),
                           permitted_accuracy=permitted / max(len(replies), 1),
                           dialogue_permitted=sum(permitted_dialogue) / max(len(dialogues), 1),
-                          value_carrying=value_ok / max(value_turns, 1), value_turns=value_turns,
+                          value_precision=sum(c.precise for c in checks) / max(len(checks), 1),
+                          value_recall=sum(c.recall for c in checks) / max(len(checks), 1), value_turns=len(checks),
                           copy_carrying=copy_ok / max(copy_turns, 1), copy_turns=copy_turns,
                           copy_token_accuracy=token_share, copy_tokens=token_count,
                           seconds=time.perf_counter() - start, failures=failures)

@@ -13,6 +13,7 @@ from pathlib import Path as FilePath
 
 from .backends import DEFAULT_MODELS, BackendError, ModelRetirementWarning
 from .paths import enumerate_paths, path_stats
+from .recipes import DEFAULT_RECIPE
 from .scenarios import UnsatisfiablePath
 from .workflow import WorkflowError, load_domain, workflow_file
 
@@ -263,9 +264,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = commands.add_parser("train", help="compile the corpus into a small model (full parameters; resumable)")
     p.add_argument("--domain", required=True, help="domain name or workflow file")
     p.add_argument("--data", help="synthesis output folder (default outputs/DOMAIN/synthesis)")
-    p.add_argument("--base", help="Hugging Face id or local model folder (default: the recipe's; tiny-cpu trains "
-                                  "from scratch)")
-    p.add_argument("--recipe", default="tiny-cpu", help="recipe name in recipes/ or a YAML file")
+    p.add_argument("--base", help="a named base (smollm2-135m-instruct), Hugging Face id or local model folder "
+                                  "(default: the recipe's)")
+    p.add_argument("--recipe", default=DEFAULT_RECIPE, help=f"recipe name in recipes/ or a YAML file "
+                                                            f"(default {DEFAULT_RECIPE}; tiny-cpu: from scratch)")
     p.add_argument("--out", help="model folder (default outputs/DOMAIN/model)")
     p.add_argument("--lora-rank", type=int, default=0, help="train LoRA adapters of this rank instead")
     p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE", help="override a recipe field")

@@ -61,6 +61,7 @@ class NodeMatcher:
         self.workflow = workflow
         self.nodes = [n for n in workflow.nodes.values() if role is None or n.role == role]
         docs = [(n.id, _features(mask_values(e, None))) for n in self.nodes for e in n.examples]
+        self._texts = [e for n in self.nodes for e in n.examples]
         df = Counter(f for _, feats in docs for f in feats)
         self._idf = {f: math.log((1 + len(docs)) / (1 + c)) + 1 for f, c in df.items()}
         self._examples = [(node_id, self._vector(feats)) for node_id, feats in docs]
@@ -79,6 +80,15 @@ class NodeMatcher:
             if score > best.get(node_id, -1.0):
                 best[node_id] = score
         return best
+
+    def nearest_example(self, text: str, values: Mapping[str, Any] | None, node: str) -> str:
+        """The example utterance of ``node`` that ``text`` reads most like."""
+        vec = self._vector(_features(mask_values(text, values)))
+        scored = [(sum(w * example.get(f, 0.0) for f, w in vec.items()), k)
+                  for k, (node_id, example) in enumerate(self._examples) if node_id == node]
+        if not scored:
+            raise KeyError(f"no examples for node {node!r} among this matcher's nodes")
+        return self._texts[max(scored)[1]]
 
     def match(self, text: str, values: Mapping[str, Any] | None = None,
               candidates: Iterable[str] | None = None) -> Match:

