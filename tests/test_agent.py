@@ -96,3 +96,15 @@ def test_an_agent_that_swaps_values_loses_precision(travel, monkeypatch):
     report = evaluate_next_steps(ScriptedAgent(travel, 12, swap=True), travel, n=12)
     assert report.value_precision < 0.9 and report.copy_carrying < 0.9
     assert any("wrong values" in f and f["wrong values"] for f in report.failures)
+
+
+def test_values_the_agent_brings_in_first_are_not_judged(travel):
+    """The flight a search finds is a lookup the model does not have: only values said before count."""
+    template = travel.nodes["booking_summary"].examples[0]
+    other_flight = render(template, {**VALUES, "airline": "Iberia", "flight_number": "1811", "price": 2280})
+    said = "I'd like to fly from Doha to Hobart on May 11, I'm Gulnara Halvorsen."
+    check = check_values(travel, "booking_summary", other_flight, VALUES, said=said)
+    assert check.precise and check.complete and check.slots == 4      # name, origin, destination, date: as said
+    assert not check_values(travel, "booking_summary", other_flight, VALUES).precise    # all judged: wrong
+    swapped = render(template, {**VALUES, "origin": "Hobart", "destination": "Doha"})
+    assert set(check_values(travel, "booking_summary", swapped, VALUES, said=said).wrong) == {"Hobart", "Doha"}

@@ -393,3 +393,17 @@ def test_a_few_steps_on_the_real_default_base(corpus, tmp_path):
     assert len(losses) == 2 and all(0 < loss < 10 for loss in losses)
     card = (tmp_path / "README.md").read_text()
     assert "smollm2-135m-instruct" in card
+
+
+def test_a_small_training_budget_still_covers_every_path(corpus):
+    from collections import Counter
+
+    from subterra.encoding import cover_paths
+
+    paths = set(corpus["train"]["path_id"])
+    chosen = cover_paths(corpus["train"], len(paths) + 3)
+    counts = Counter(chosen["path_id"])
+    assert set(counts) == paths and max(counts.values()) == 2 and len(chosen) == len(paths) + 3
+    assert len(set(chosen["id"])) == len(chosen)                       # no dialogue twice
+    assert cover_paths(corpus["train"], 5)["path_id"] != cover_paths(corpus["train"], 5, seed=1)["path_id"]
+    assert len(cover_paths(corpus["train"], 10 ** 6)) == len(corpus["train"])

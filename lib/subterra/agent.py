@@ -196,30 +196,35 @@ def known_values(workflow: Workflow, slot: str) -> set[str]:
 
 
 def check_values(workflow: Workflow, node: str, reply: str, values: dict[str, Any],
-                 matcher: NodeMatcher | None = None) -> ValueCheck:
+                 matcher: NodeMatcher | None = None, said: str | None = None) -> ValueCheck:
     """Precision and recall of the values in ``reply``, taken as a turn of ``node``.
 
-    When the reply follows one of the node's examples word for word, each slot's text is compared
-    with the scenario's value (a swap or a made-up value is wrong). Otherwise the nearest example
-    gives the slots: a slot counts as filled when its value appears, and any other value the
-    workflow knows for that slot (another city, another flight) counts as wrong.
+    ``said`` is the conversation so far: only slots whose value it already holds are judged. A value
+    the agent brings in first — the flight a search finds, its price, a booking reference — comes
+    from a lookup that a model with only the conversation does not have; no agent could state the
+    scenario's one, so it is not counted against any (``said=None`` judges every slot).
+
+    When the reply follows one of the node's examples word for word, each judged slot's text is
+    compared with the scenario's value (a swap or a made-up value is wrong). Otherwise the nearest
+    example gives the slots: a judged slot counts as filled when its value appears, and any other
+    value the workflow knows for that slot (another city, another name) counts as wrong.
     """
+    def judged(want: str | None) -> bool:
+        return want is not None and (said is None or want in said)
+
     examples = workflow.nodes[node].examples
     aligned = [(e, fills) for e in examples if (fills := template_fills(e, reply, values)) is not None]
     if aligned:
         template, fills = max(aligned, key=lambda a: len(a[1]))
-        expected = [(slot_value(values, slot), text) for slot, text in fills]
-        wrong = tuple(text for want, text in expected if want is not None and text != want)
-        filled = sum(want is not None and text == want for want, text in expected)
-        return ValueCheck(template, len(fills), filled, wrong)
+        expected = [(want, text) for slot, text in fills if judged(want := slot_value(values, slot))]
+        wrong = tuple(text for want, text in expected if text != want)
+        return ValueCheck(template, len(expected), len(expected) - len(wrong), wrong)
     template = (matcher or NodeMatcher(workflow, role=None)).nearest_example(reply, values, node)
-    slots = SLOT.findall(template)
-    wanted = {slot: slot_value(values, slot) for slot in slots}
-    filled = sum(want is not None and want in reply for want in wanted.values())
-    right = {v for v in wanted.values() if v}
-    wrong = tuple(sorted({v for slot in slots for v in known_values(workflow, slot)
-                          if len(v) >= 2 and v in reply and not any(v in r for r in right)}))
-    return ValueCheck(template, len(slots), filled, wrong)
+    wanted = {slot: want for slot in SLOT.findall(template) if judged(want := slot_value(values, slot))}
+    filled = sum(want in reply for want in wanted.values())
+    wrong = tuple(sorted({v for slot in wanted for v in known_values(workflow, slot)
+                          if len(v) >= 2 and v in reply and not any(v in w for w in wanted.values())}))
+    return ValueCheck(template, len(wanted), filled, wrong)
 
 
 @dataclass
@@ -230,9 +235,9 @@ class NextStepReport:
     dialogue_accuracy: float    # dialogues whose every assistant turn took the right step
     permitted_accuracy: float   # turns classified as any agent node the graph allows after the customer's turn
     dialogue_permitted: float   # dialogues whose every assistant turn took a permitted step
-    value_precision: float      # of turns stating values, those with none wrong, swapped or invented
-    value_recall: float         # mean share of the followed template's slots filled with the scenario's values
-    value_turns: int            # turns whose reply states values or follows a template with slots
+    value_precision: float      # of turns stating values said before, those with none wrong, swapped or invented
+    value_recall: float         # mean share of the followed template's slots (values said before) filled right
+    value_turns: int            # turns whose followed template has a slot whose value was said before
     copy_carrying: float        # where the gold turn repeats a value said earlier: replies precise and complete
     copy_turns: int
     copy_token_accuracy: float  # teacher-forced: share of those values' tokens the model predicts (copy_token_accuracy)
@@ -350,10 +355,10 @@ def evaluate_next_steps(model_dir: str | FilePath | Agent, workflow: Workflow, n
         permitted += node in allowed
         right_dialogue[d] &= step_ok
         permitted_dialogue[d] &= node in allowed
-        check = check_values(workflow, node, reply, values, matcher)
+        before = " ".join(t.content for t in dialogue.turns[:k])
+        check = check_values(workflow, node, reply, values, matcher, said=before)
         if check.slots or check.wrong:
             checks.append(check)
-        before = " ".join(t.content for t in dialogue.turns[:k])
         repeats = any(v in gold.content and v in before for v in scalar_values(values))
         carried = check.precise and check.complete
         if repeats:

@@ -221,6 +221,27 @@ def relexicalize(messages: list[dict], values: dict[str, Any], rng: random.Rando
     return [{**m, "content": t} for m, t in zip(messages, texts)]
 
 
+def cover_paths(split, n: int, seed: int = 0):
+    """``n`` dialogues of ``split`` that cover every path as evenly as ``n`` allows (round robin over paths).
+
+    A CPU budget buys a few hundred dialogue passes; drawn at random from the corpus, some paths
+    would never be seen. Taken in turns from each path (in a seeded order), every path is in the
+    first ``len(paths)`` picks, and none gets a second dialogue before all have one.
+    """
+    if "path_id" not in split.column_names or n >= len(split):
+        return split.select(range(min(n, len(split))))
+    by_path: dict[str, list[int]] = {}
+    for i, path in enumerate(split["path_id"]):
+        by_path.setdefault(path, []).append(i)
+    rng = random.Random(f"cover:{seed}")
+    queues = [rng.sample(rows, len(rows)) for _, rows in sorted(by_path.items())]
+    rng.shuffle(queues)
+    chosen: list[int] = []
+    while len(chosen) < n:
+        chosen += [q.pop() for q in queues if q][:n - len(chosen)]
+    return split.select(sorted(chosen))
+
+
 def build_dataset(split, tokenizer, recipe: Recipe, seed: int = 0, augment: bool = False):
     """One split of the corpus -> training rows, and its real-token count.
 

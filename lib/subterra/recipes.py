@@ -60,6 +60,7 @@ class Recipe:
     # evaluation and checkpoints (the best checkpoint by eval loss is loaded at the end)
     eval_strategy: str = "epoch"          # epoch | steps
     eval_steps: int = 100
+    train_dialogues: int = 0              # > 0: train on this many dialogues, chosen to cover every path evenly
     max_eval_dialogues: int = 0           # > 0: the eval loss on this many dialogues of the eval split (CPU budgets)
     save_total_limit: int = 2
     logging_steps: int = 10
@@ -103,6 +104,8 @@ def _check(recipe: Recipe) -> Recipe:
         raise fail("relexicalize", f"must be in [0, 1], got {recipe.relexicalize!r}")
     if not 0 <= recipe.warmup_ratio < 1:
         raise fail("warmup_ratio", f"must be in [0, 1), got {recipe.warmup_ratio!r}")
+    if recipe.train_dialogues < 0:
+        raise fail("train_dialogues", f"must be 0 (the whole training split) or positive, got {recipe.train_dialogues!r}")
     if recipe.max_eval_dialogues < 0:
         raise fail("max_eval_dialogues", f"must be 0 (the whole eval split) or positive, got {recipe.max_eval_dialogues!r}")
     if recipe.train_layers < 0:

@@ -30,7 +30,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path as FilePath
 from typing import Any, Iterable
 
-from .encoding import IGNORE, Collator, FreshValues, build_dataset, corpus_texts, fit_tokenizer
+from .encoding import IGNORE, Collator, FreshValues, build_dataset, corpus_texts, cover_paths, fit_tokenizer
 from .recipes import DEFAULT_RECIPE, SCRATCH, Recipe, RecipeError, load_recipe, parse_overrides
 
 
@@ -263,7 +263,10 @@ def build_trainer(corpus, out_dir: str | FilePath, recipe: "Recipe | str | dict 
     corpus = _corpus(corpus)
     model, tokenizer = load_model(recipe, corpus, out_dir)
     tokenizer.save_pretrained(out_dir)
-    train_set, train_tokens = build_dataset(corpus["train"], tokenizer, recipe, recipe.seed, augment=True)
+    train_split = corpus["train"]
+    if recipe.train_dialogues:
+        train_split = cover_paths(train_split, recipe.train_dialogues, recipe.seed)
+    train_set, train_tokens = build_dataset(train_split, tokenizer, recipe, recipe.seed, augment=True)
     eval_split = corpus["eval"] if "eval" in corpus else corpus["train"]
     if recipe.max_eval_dialogues:
         eval_split = eval_split.select(range(min(recipe.max_eval_dialogues, len(eval_split))))
