@@ -228,7 +228,8 @@ def test_evaluate_next_steps_reports_fractions(trained):
     report = evaluate_next_steps(trained.out_dir, wf, n=3)
     assert report.dialogues == 3 and report.turns >= 6
     assert report.permitted_accuracy >= report.turn_accuracy and report.dialogue_permitted >= report.dialogue_accuracy
-    for share in (report.turn_accuracy, report.dialogue_accuracy, report.value_carrying, report.copy_carrying,
+    for share in (report.turn_accuracy, report.dialogue_accuracy, report.value_precision, report.value_recall,
+                  report.copy_carrying,
                   report.copy_token_accuracy):
         assert 0 <= share <= 1
 

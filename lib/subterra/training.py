@@ -22,6 +22,7 @@ picked by the Trainer (CUDA, Apple MPS, CPU). :func:`main` is the command line
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import math
@@ -197,6 +198,9 @@ def training_arguments(recipe: Recipe, out_dir: FilePath, **extra):
     from transformers import TrainingArguments
 
     bf16 = _bf16(recipe)
+    known = {f.name for f in dataclasses.fields(TrainingArguments)}      # renamed in transformers 5
+    checkpointing = "activation_checkpointing" if "activation_checkpointing" in known else "gradient_checkpointing"
+    extra.setdefault(checkpointing, recipe.gradient_checkpointing)
     return TrainingArguments(
         output_dir=str(out_dir), num_train_epochs=recipe.num_train_epochs, max_steps=recipe.max_steps,
         learning_rate=recipe.learning_rate, lr_scheduler_type=recipe.lr_scheduler_type,
@@ -205,7 +209,7 @@ def training_arguments(recipe: Recipe, out_dir: FilePath, **extra):
         per_device_eval_batch_size=recipe.per_device_train_batch_size,
         gradient_accumulation_steps=recipe.gradient_accumulation_steps, bf16=bf16,
         use_cpu=bf16 and accelerator() == "cpu",      # transformers autocasts to bf16 on a CPU only when told
-        gradient_checkpointing=recipe.gradient_checkpointing, seed=recipe.seed, data_seed=recipe.seed,
+        seed=recipe.seed, data_seed=recipe.seed, dataloader_pin_memory=accelerator() == "cuda",
         eval_strategy=recipe.eval_strategy, save_strategy=recipe.eval_strategy, eval_steps=recipe.eval_steps,
         save_steps=recipe.eval_steps, save_total_limit=recipe.save_total_limit, load_best_model_at_end=True,
         metric_for_best_model="eval_loss", greater_is_better=False, logging_steps=recipe.logging_steps,
