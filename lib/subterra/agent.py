@@ -54,7 +54,7 @@ class Agent:
         self.tokenizer.padding_side = "left"
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
-        self.model = model.eval()
+        self.model = model          # from_pretrained gives eval mode; reply_batch switches a training model and back
         self.device = next(model.parameters()).device
         self.max_new_tokens, self.no_repeat = max_new_tokens, no_repeat
         stops = self.model.generation_config.eos_token_id

@@ -54,7 +54,7 @@ class Recipe:
     gradient_accumulation_steps: int = 1
     max_length: int = 1024
     packing: bool = False                 # True: pack dialogues into blocks of max_length tokens
-    bf16: str | bool = "auto"             # auto: when the GPU supports it
+    bf16: str | bool = "auto"             # auto: where it is fast (a GPU with bf16, a CPU with native bf16)
     gradient_checkpointing: bool = False
     seed: int = 0
     # evaluation and checkpoints (the best checkpoint by eval loss is loaded at the end)
