@@ -97,14 +97,14 @@ def speed_table(corpus, recipe, work: Path, steps: int = 5) -> None:
     """Training tokens/s: the model's own loss vs the loss at labelled positions, full vs top layers."""
     import types
 
-    from transformers import Trainer
+    from transformers import AutoConfig, Trainer
 
+    from subterra.bases import resolve_base
     from subterra.training import build_trainer
 
     variants = [("model's own loss (logits everywhere)", {}, True), ("loss at labelled positions only", {}, False)]
     if not recipe.scratch:
-        layers = __import__("transformers").AutoConfig.from_pretrained(
-            __import__("subterra.bases", fromlist=["resolve_base"]).resolve_base(recipe.model_name_or_path)).num_hidden_layers
+        layers = AutoConfig.from_pretrained(resolve_base(recipe.model_name_or_path)).num_hidden_layers
         variants += [(f"top {k} of {layers} layers trained", {"train_layers": k}, False) for k in (layers // 2, layers // 4)]
     for label, extra, plain in variants:
         shutil.rmtree(work, ignore_errors=True)

@@ -192,7 +192,7 @@ def known_values(workflow: Workflow, slot: str) -> set[str]:
     name, attr = SLOT_NAME.match(slot).groups()
     if name in workflow.catalogue:
         return {str(record.get(attr)) for record in workflow.catalogue[name] if attr in record}
-    return {str(v) for v in (*workflow.variables.get(name, ()), *workflow.held_out.get(name, ()))}
+    return {str(v) for v in workflow.values_of(name)}
 
 
 def check_values(workflow: Workflow, node: str, reply: str, values: dict[str, Any],

@@ -154,8 +154,7 @@ def convert_gguf(gguf_file: str | Path, out_dir: str | Path, record: dict | None
         hf_logging.set_verbosity(verbosity)
         hf_logging.enable_progress_bar()
     config = loaded.config
-    config.quantization_config = None
-    if hasattr(config, "quantization_config"):
+    if hasattr(config, "quantization_config"):      # the dequantised weights are plain float32
         del config.quantization_config
     model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     missing, unexpected = model.load_state_dict(loaded.state_dict(), strict=False)

@@ -57,8 +57,7 @@ def extract_values(workflow: Workflow, text: str) -> dict[str, Any]:
     found: dict[str, Any] = {}
     lowered = text.lower()
     for name in workflow.variables:
-        pool = list(workflow.variables[name]) + list(workflow.held_out.get(name, ()))
-        hits = [v for v in pool if re.search(rf"(?<![\w.]){re.escape(str(v).lower())}(?![\w])", lowered)]
+        hits = [v for v in workflow.values_of(name) if re.search(rf"(?<![\w.]){re.escape(str(v).lower())}(?![\w])", lowered)]
         if hits:
             found[name] = max(hits, key=lambda v: (lowered.rfind(str(v).lower()), len(str(v))))
     for table, records in workflow.catalogue.items():

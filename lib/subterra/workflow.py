@@ -168,6 +168,10 @@ class Workflow:
     start: str
     source: str | None = None
 
+    def values_of(self, variable: str) -> tuple[Any, ...]:
+        """Every value a variable can take: its training pool, then its held-out values."""
+        return tuple(self.variables.get(variable, ())) + tuple(self.held_out.get(variable, ()))
+
     def successors(self, node_id: str) -> list[Edge]:
         return [e for e in self.edges if e.source == node_id]
 
@@ -472,7 +476,7 @@ class _Validator:
                         self.fail(f"condition {edge.check.source!r} uses undefined variable '{tree_node.id}'",
                                   path, node=edge.source)
             for name in edge.check.names & set(wf.variables):      # every value each variable can take
-                for value in wf.variables[name] + wf.held_out.get(name, ()):
+                for value in wf.values_of(name):
                     try:
                         edge.check.evaluate({**sample, name: value})
                     except TypeError:
