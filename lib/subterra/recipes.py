@@ -15,6 +15,7 @@ from typing import Any, Iterable
 RECIPE_DIR = FilePath(__file__).resolve().parents[2] / "recipes"
 SCRATCH = "scratch"
 DEFAULT_RECIPE = "smollm2-135m-cpu"
+GPU_RECIPE = "qwen2.5-0.5b-instruct"     # one modest GPU (16-24 GB): what a hosted notebook with a GPU gets
 
 
 # --------------------------------------------------------------------------- recipes
@@ -159,6 +160,17 @@ def load_recipe(source: "str | FilePath | dict | Recipe | None" = None, **overri
                 raise RecipeError(f"expected a number, got {data[name]!r}", file=file, field=name) from None
     return _check(Recipe(**data, source=file))
 
+
+def choose_recipe(requested: str | None = None, cuda: bool | None = None) -> str:
+    """The recipe a notebook uses: ``requested`` when given (``SUBTERRA_RECIPE``), else the GPU recipe
+    where CUDA is available, else the CPU default. ``cuda=None`` asks torch."""
+    if requested:
+        return requested
+    if cuda is None:
+        import torch
+
+        cuda = torch.cuda.is_available()
+    return GPU_RECIPE if cuda else DEFAULT_RECIPE
 
 
 def parse_overrides(items: Iterable[str]) -> dict[str, Any]:
