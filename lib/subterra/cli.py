@@ -202,6 +202,32 @@ def _analyze(args) -> int:
     return 0
 
 
+def _import_langgraph(args) -> int:
+    import os
+
+    from .backends import get_backend
+    from .importers import import_langgraph
+
+    teacher = None
+    if args.teacher == "local":
+        base_url = args.base_url or os.environ.get("OPENAI_BASE_URL") or "http://localhost:8000/v1"
+        if not args.model:
+            raise BackendError(f"--teacher local needs --model: the name the server at {base_url} serves")
+        teacher = get_backend("openai", args.model, base_url=base_url)
+    elif args.teacher:
+        teacher = get_backend(args.teacher, args.model, **({"base_url": args.base_url} if args.base_url else {}))
+    name = args.name or (FilePath(args.out).stem if args.out else None)
+    imported = import_langgraph(args.file, name, teacher=teacher)
+    out = imported.write(args.out or workflow_file(imported.name))
+    print(f"{out}: {imported.summary()}")
+    for note in imported.notes:
+        print(f"  inferred: {note}")
+    if imported.todos:
+        print(f"  to fill ({len(imported.todos)} TODO, the loader names each until done): "
+              + ", ".join(f"line {line} ({where})" for line, where in imported.todos))
+    return 0
+
+
 def _tutorial(args) -> int:
     from .tutorial import run_notebooks, tutorial_notebooks
 
@@ -308,6 +334,23 @@ def build_parser() -> argparse.ArgumentParser:
                    help="one-time compile cost for the break-even (default: the paper's $50-80 midpoint)")
     p.add_argument("--out", help="folder for results.json and scores.csv (default outputs/DOMAIN)")
     p.set_defaults(run=_analyze)
+
+    p = commands.add_parser("import-langgraph", help="write a workflow from a LangGraph graph (runs the .py file)",
+                            description="Import a LangGraph StateGraph, compiled graph or graph factory as a workflow "
+                                        "file. Loading FILE.py RUNS it (as an import): use only code you trust. "
+                                        "Guesses are marked '# REVIEW' in the file; what the code does not say is "
+                                        "left TODO (the loader names each TODO line) unless --teacher writes it.")
+    p.add_argument("file", metavar="FILE.py[:NAME]", help="the Python file, and the graph or factory in it (needed "
+                                                          "when the file holds more than one graph)")
+    p.add_argument("--out", help="workflow file to write (default data/workflows/NAME.yaml)")
+    p.add_argument("--name", help="the workflow's name (default: the --out file's name, else the .py file's)")
+    p.add_argument("--teacher", choices=["anthropic", "openai", "local"],
+                   help="a model writes the prompts, examples and values the code does not give (local: an "
+                        "OpenAI-compatible server, --base-url; default: none, they are left TODO)")
+    p.add_argument("--model", help=f"the teacher's model ({DEFAULTS_HELP}; local: the served name)")
+    p.add_argument("--base-url", help="OpenAI-compatible server for --teacher local/openai (default "
+                                      "OPENAI_BASE_URL, else http://localhost:8000/v1 for local)")
+    p.set_defaults(run=_import_langgraph)
 
     p = commands.add_parser("tutorial", help="run the notebooks headless, in order (what `make demo` does)")
     p.add_argument("--out", default="outputs", help="where executed notebooks, figures and results go")

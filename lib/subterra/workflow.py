@@ -300,6 +300,7 @@ class _Validator:
         top = self.data
         self.check_keys(top, {"name", "title", "description", "system_prompt", "variables", "held_out",
                               "catalogue", "start", "nodes", "edges"}, ())
+        self.todos()
         name = self.get(top, "name", (), str)
         if not IDENT.match(name):
             self.fail(f"name {name!r} must be lower_snake_case", ("name",))
@@ -329,6 +330,31 @@ class _Validator:
         self.slots_and_conditions(wf)
         self.structure(wf)
         return wf
+
+    def todos(self) -> None:
+        """A value that starts with ``TODO`` (left by ``subterra import-langgraph``) must be filled first."""
+        found: list[tuple] = []
+
+        def walk(value: Any, path: tuple) -> None:
+            if isinstance(value, str) and value.lstrip().startswith("TODO"):
+                found.append(path)
+            elif isinstance(value, dict):
+                for key, item in value.items():
+                    walk(item, path + (key,))
+            elif isinstance(value, list):
+                for i, item in enumerate(value):
+                    walk(item, path + (i,))
+
+        walk(self.data, ())
+        if found:
+            lines = [str(self.lines.get(path, "?")) for path in found]
+            first = found[0]
+            node = None
+            if len(first) > 1 and first[0] == "nodes" and isinstance(self.data.get("nodes"), list):
+                item = self.data["nodes"][first[1]]
+                node = item.get("id") if isinstance(item, dict) and isinstance(item.get("id"), str) else None
+            where = f"at line {lines[0]}" if len(found) == 1 else f"at lines {', '.join(lines)}"
+            self.fail(f"{len(found)} TODO{'s' * (len(found) > 1)} left to fill, {where}", first, node=node)
 
     def pools(self, section: str, required: bool = True) -> dict[str, tuple]:
         raw = self.get(self.data, section, (), dict, required=required, default={})
