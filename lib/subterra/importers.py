@@ -54,7 +54,8 @@ import yaml
 from .workflow import IDENT, SLOT, WorkflowError, parse_workflow
 
 START, END = "__start__", "__end__"
-HUMAN = re.compile(r"^(human|user|customer)(_(input|reply|response|message|feedback|turn|node|step))?$|_input$|_feedback$")
+HUMAN = re.compile(r"^(human|user|customer)(_(input|reply|replies|response|request|message|answer|feedback|turn|node"
+                   r"|step|says|choice))?$|_input$|_feedback$")
 ESCALATION = re.compile(r"hand_?off|hand_?over|escalat|transfer|human|person|specialist|supervisor|representative"
                         r"|operator|live_agent")
 ABANDONMENT = re.compile(r"cancel|abandon|walk_away|leave|quit|give_up|gives_up|declin|hang_?up|drop_?out|churn"
@@ -588,7 +589,8 @@ class ImportedWorkflow:
 
     def summary(self) -> str:
         todo = f", {len(self.todos)} TODO to fill" if self.todos else ", nothing left TODO"
-        return f"{self.nodes} nodes, {self.decision_hubs} decision hubs, {self.paths} paths{todo}"
+        return (f"{self.nodes} nodes, {self.decision_hubs} decision hubs, {self.paths} "
+                f"path{'s' * (self.paths != 1)}{todo}")
 
 
 def import_langgraph(graph: Any, name: str | None = None, *, title: str | None = None,
@@ -731,6 +733,9 @@ class _Importer:
         if not any(checks.values()):
             reason = "no source" if not router.readable else "not a plain comparison of state fields"
             self.note(f"router {router.name}() at '{source}' gives no check ({reason}): its branches have a `when` only")
+        else:
+            self.note(f"router {router.name}() at '{source}': a check read for {sum(map(bool, checks.values()))} of "
+                      f"its {len(checks)} branches")
 
     # -- 2: who speaks -------------------------------------------------------------------------
     def classify(self) -> None:
@@ -885,13 +890,17 @@ class _Importer:
                     ending.notes["id"] = f"REVIEW: the branch '{link.key}' of '{turn.id}' ends the conversation"
                     shared[(base, role)] = ending.id
                 link.target = shared[(base, role)]
+        self.note("endings typed from their names: " + ", ".join(
+            f"{t.id} {t.terminal}" for t in self.turns.values() if t.terminal))
         for turn in self.turns.values():
             if turn.terminal:
-                turn.notes["terminal"] = (f"REVIEW: typed '{turn.terminal}' from the name '{turn.id}'" +
+                turn.notes["terminal"] = (f"REVIEW: typed '{turn.terminal}' from its name and the branches to it" +
                                           (" (it names no hand-off or cancel)" if turn.terminal == "success" else ""))
 
     def kind(self, turn: _Turn, link: _Link) -> str:
-        names = " ".join(filter(None, [turn.id, turn.origin or "", link.key or ""])).lower()
+        """The ending's kind, from its name and the names of the branches that lead to it."""
+        keys = [link.key or ""] + [l.key or "" for l in self.into(turn.id)]
+        names = " ".join(filter(None, [turn.id, turn.origin or "", *keys])).lower()
         names = re.sub(r"[^a-z0-9]+", "_", names)
         if ESCALATION.search(names):
             return "escalation"
@@ -1203,7 +1212,12 @@ class _Importer:
         self.texts()
         self.teacher_pools: dict = {}
         self.pool_values = self.pools()
+        guessed = [v for v, (_, comment) in self.pool_values.items() if comment.startswith("REVIEW")]
+        if guessed:
+            self.note(f"values guessed for {', '.join(guessed)}")
         self.system_text, self.system_note = self.find_system_prompt()
+        if self.system_note and self.system_note.startswith("REVIEW"):
+            self.note("a generic one-line system prompt (no SYSTEM_PROMPT in the graph's module)")
         try:
             self.satisfiable()
             if self.teacher is not None:

@@ -5,6 +5,10 @@ LLM router at decision hubs that reads the conversation and picks the edge. Ever
 turn is one run of the graph: ``route`` decides where the conversation is, then that
 node's LLM call writes the turn from the node's prompt. Needs the optional extra
 ``pip install -e ".[langgraph]"``.
+
+The other way round, :func:`agent_node` puts a compiled model into a LangGraph app as one
+node, in place of such an orchestrated graph (and :mod:`subterra.importers` turns a
+LangGraph graph into a workflow to compile).
 """
 
 from __future__ import annotations
@@ -105,3 +109,52 @@ class LangGraphCondition(Condition):
         u = state["usage"]
         return AgentTurn(state["reply"], u.input_tokens + u.cache_read_tokens + u.cache_write_tokens,
                          u.output_tokens, time.perf_counter() - start, state["dollars"], node=self.node)
+
+
+# --------------------------------------------------------------------------- the compiled model as a LangGraph node
+
+_ROLES = {"human": "user", "user": "user", "ai": "assistant", "assistant": "assistant"}
+
+
+def agent_node(agent, system_prompt: str, messages_key: str = "messages"):
+    """The compiled model as a LangGraph node: ``builder.add_node("agent", agent_node(agent, prompt))``.
+
+    ``agent`` is an :class:`~subterra.agent.Agent` (or a model folder to load one from) and
+    ``system_prompt`` the workflow's one line, the only instruction the model was trained with.
+    The node reads the conversation from ``state[messages_key]`` (LangChain messages or
+    ``{"role", "content"}`` dicts; system and tool messages are left out), and returns the next
+    assistant turn as one new message for the ``add_messages`` reducer to append: an
+    ``AIMessage`` when the state holds LangChain messages, else a dict. No node prompts, no
+    router: the procedure is in the weights.
+    """
+    if not hasattr(agent, "reply"):
+        from .agent import Agent
+
+        agent = Agent(agent)
+
+    def subterranean(state) -> dict:
+        history = list(state.get(messages_key) or [])
+        chat = [{"role": "system", "content": system_prompt}]
+        for message in history:
+            role, content = _role_and_text(message)
+            if role in ("user", "assistant"):
+                chat.append({"role": role, "content": content})
+        reply = agent.reply(chat)
+        if history and isinstance(history[-1], dict):
+            return {messages_key: [{"role": "assistant", "content": reply}]}
+        from langchain_core.messages import AIMessage
+
+        return {messages_key: [AIMessage(content=reply)]}
+
+    return subterranean
+
+
+def _role_and_text(message) -> tuple[str, str]:
+    """(user|assistant|other, text) of a dict message or a LangChain message."""
+    if isinstance(message, dict):
+        role, content = message.get("role", ""), message.get("content", "")
+    else:
+        role, content = getattr(message, "type", ""), getattr(message, "content", "")
+    if isinstance(content, list):                     # content blocks: keep the text ones
+        content = " ".join(b.get("text", "") if isinstance(b, dict) else str(b) for b in content)
+    return _ROLES.get(role, role), str(content)
