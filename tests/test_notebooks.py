@@ -26,6 +26,7 @@ SMALL = {
     "05_simulate": {"SUBTERRA_DOMAIN": "travel", "SUBTERRA_N_SCENARIOS": "3" if REAL_BASE else "6"},
     "06_judge": {"SUBTERRA_DOMAIN": "travel", "SUBTERRA_JUDGE": "offline"},
     "07_analyze": {"SUBTERRA_DOMAIN": "travel", "SUBTERRA_N_RESAMPLES": "200"},
+    "08_import_langgraph": {"SUBTERRA_N_DIALOGUES": "20", "SUBTERRA_TEACHER": "offline"},
 }
 
 
@@ -80,5 +81,10 @@ def test_notebook_runs_headless(name, outputs, monkeypatch):
         and (outputs / "travel" / "scores.csv").exists()
         and set(json.loads((outputs / "travel" / "results.json").read_text())["conditions"])
         == {"subterranean", "orchestrated"},
+        "08_import_langgraph": lambda: "7 nodes, 2 decision hubs, 4 paths, nothing left TODO" in text
+        and "4 TODOs left to fill" in text and "paths covered: 4 of 4" in text
+        and (outputs / "returns" / "returns.yaml").exists()
+        and ("compiled travel model:" if (outputs / "travel" / "model" / "config.json").exists() else "no compiled model")
+        in text,
     }
     assert checks[name](), text[-3000:]

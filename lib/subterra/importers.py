@@ -618,7 +618,8 @@ class _Importer:
         self.types = _state_types(builder)
         funcs = [_function(spec.runnable) for spec in builder.nodes.values()]
         module = sys.modules.get(getattr(next((f for f in funcs if f), None), "__module__", None) or "")
-        self.module_doc = _doc_parts(getattr(module, "__doc__", None) or "")
+        own = module is not None and module.__name__ != "__main__"     # a notebook's or script's doc is not the graph's
+        self.module_doc = _doc_parts((getattr(module, "__doc__", None) if own else None) or "")
         self.module = module
         self.origin = origin or getattr(module, "__file__", None) or "<langgraph>"
         self.name = _ident(name or FilePath(self.origin).stem or "imported")
