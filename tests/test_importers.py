@@ -11,7 +11,7 @@ pytest.importorskip("langgraph")
 
 from langchain_core.messages import AIMessage, HumanMessage  # noqa: E402
 from langgraph.graph import END, START, MessagesState, StateGraph  # noqa: E402
-from langgraph.types import interrupt  # noqa: E402
+from langgraph.types import Command, interrupt  # noqa: E402
 
 from subterra import enumerate_paths, load_domain, load_workflow, path_stats  # noqa: E402
 from subterra.backends import Backend, Completion, Usage  # noqa: E402
@@ -658,3 +658,85 @@ def test_the_compiled_model_is_a_langgraph_node(tiny_agent):
     assert state["messages"][-1].content == expected
     plain = agent_node(tiny_agent, prompt)({"messages": [{"role": "user", "content": "A trip to Braga."}]})
     assert plain["messages"][0]["role"] == "assistant"
+
+
+# --------------------------------------------------------------------------- more LangGraph shapes
+
+def test_a_tool_loop_is_one_agent_turn():
+    from langchain_core.tools import tool
+    from langgraph.prebuilt import ToolNode, tools_condition
+
+    @tool
+    def order_status(order: str) -> str:
+        """The status of an order."""
+        return "shipped"
+
+    def assistant(state: MessagesState):
+        """Help the customer with their order."""
+        return {"messages": [AIMessage("Your order has shipped.")]}
+
+    builder = StateGraph(MessagesState)
+    builder.add_node("assistant", assistant)
+    builder.add_node("tools", ToolNode([order_status]))
+    builder.add_edge(START, "assistant")
+    builder.add_conditional_edges("assistant", tools_condition)
+    builder.add_edge("tools", "assistant")
+    imported = import_langgraph(builder, "tool_loop")
+    workflow = imported.workflow()
+    assert list(workflow.nodes) == ["assistant"] and workflow.terminals == {"assistant": "success"}
+    assert "'tools' (a ToolNode) is an inner step of 'assistant': merged into it" in imported.notes
+
+
+class Tier(TypedDict, total=False):
+    messages: list
+    tier: Literal["gold", "basic"]
+
+
+def by_tier(state: Tier) -> Literal["gold", "basic"]:
+    """Route by the customer's tier.
+
+    gold: A gold customer.
+    basic: Everyone else.
+    """
+    return "gold" if state["tier"] == "gold" else "basic"
+
+
+def gold_desk(state: Tier):
+    """Welcome the gold member."""
+    if state["tier"] == "basic":          # never true here: by_tier sent only gold customers
+        return Command(goto="goodbye")
+    return Command(goto=END, update={"messages": [AIMessage("Welcome back, gold member!")]})
+
+
+def basic_desk(state: Tier):
+    """Offer the basic service."""
+    return {"messages": [AIMessage("How can I help?")]}
+
+
+def test_a_router_at_start_and_command_routing():
+    builder = StateGraph(Tier)
+    builder.add_node("gold_desk", gold_desk, destinations=("goodbye", END))
+    builder.add_node("basic_desk", basic_desk)
+    builder.add_node("goodbye", goodbye)
+    builder.add_conditional_edges(START, by_tier, {"gold": "gold_desk", "basic": "basic_desk"})
+    builder.add_edge("basic_desk", END)
+    builder.add_edge("goodbye", END)
+    imported = import_langgraph(builder, "tiers", teacher=FakeTeacher())
+    workflow = imported.workflow()
+    # routing on the input: the customer opens; the Command node is a hub of its own
+    assert workflow.start == "opening" and roles(workflow)["opening"] == "user"
+    assert workflow.decision_hubs == ["opening", "gold_desk"]
+    checks = {(e.source, e.target): e.check.source if e.check else None for e in workflow.edges}
+    assert checks[("opening", "gold_desk")] == "tier == 'gold'" and checks[("opening", "basic_desk")] == "tier != 'gold'"
+    # gold_desk -> goodbye needs tier == 'basic' after tier == 'gold': a branch the code never takes, kept
+    # in the graph but without its check, so that every path can be synthesised
+    assert checks[("gold_desk", "gold_desk_to_goodbye")] is None
+    assert any("the code never takes this branch" in note for note in imported.notes)
+    for path in enumerate_paths(workflow):
+        sample_scenario(workflow, path, 0, path.id)
+
+
+def test_help_says_that_the_file_is_run(capsys):
+    with pytest.raises(SystemExit) as done:
+        main(["import-langgraph", "--help"])
+    assert done.value.code == 0 and "RUNS it" in capsys.readouterr().out

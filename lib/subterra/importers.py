@@ -60,7 +60,8 @@ ESCALATION = re.compile(r"hand_?off|hand_?over|escalat|transfer|human|person|spe
                         r"|operator|live_agent")
 ABANDONMENT = re.compile(r"cancel|abandon|walk_away|leave|quit|give_up|gives_up|declin|hang_?up|drop_?out|churn"
                          r"|not_interested|no_thanks|exit")
-SECTION = re.compile(r"^\s*(examples?|replies|[A-Za-z][\w ]*)\s*:\s*$", re.I)
+SECTION = re.compile(r"^\s*(examples?|replies|args|arguments|parameters|returns?|yields|raises|notes?|see also"
+                     r"|attributes|todo)\s*:\s*$", re.I)             # docstring section headers
 GUESSED_NUMBERS = [100, 500, 1000]
 DEFAULT_SYSTEM_PROMPT = "You are a helpful customer-service assistant."
 
@@ -95,7 +96,8 @@ def load_graph(spec: str | FilePath) -> Any:
         hint = " (pip install -e '.[langgraph]')" if "langgraph" in str(exc) else ""
         raise GraphImportError(f"running it failed: {type(exc).__name__}: {exc}{hint}", file=str(path)) from None
     finally:
-        sys.path.remove(str(path.resolve().parent))
+        if str(path.resolve().parent) in sys.path:
+            sys.path.remove(str(path.resolve().parent))
     if name:
         obj = module
         for part in name.split("."):
@@ -483,15 +485,13 @@ class _Checks:
             alternatives, readable = [], True
             used = 0
             for guard, (kind, what) in self.records:
-                if kind == "key" and what != key:
+                if (kind == "key" and what != key) or (kind == "test" and not isinstance(key, bool)):
                     continue
                 used += 1
                 if kind == "field":
                     self.use(what, keys=[str(k) for k in keys if k != END])
                     guard = guard + [ast.Compare(ast.Name(what), [ast.Eq()], [ast.Constant(str(key))])]
                 if kind == "test":
-                    if not isinstance(key, bool):
-                        continue
                     guard = guard + [what if key else _negate(what)]
                 known = [g for g in guard if g is not None]     # an unreadable condition is left out: what
                 if guard and not known:                         # remains still has to hold (a weaker check)
@@ -589,8 +589,10 @@ class ImportedWorkflow:
 
     def summary(self) -> str:
         todo = f", {len(self.todos)} TODO to fill" if self.todos else ", nothing left TODO"
-        return (f"{self.nodes} nodes, {self.decision_hubs} decision hubs, {self.paths} "
-                f"path{'s' * (self.paths != 1)}{todo}")
+        def count(n: int, word: str) -> str:
+            return f"{n} {word}{'s' * (n != 1)}"
+
+        return f"{count(self.nodes, 'node')}, {count(self.decision_hubs, 'decision hub')}, {count(self.paths, 'path')}{todo}"
 
 
 def import_langgraph(graph: Any, name: str | None = None, *, title: str | None = None,
@@ -629,6 +631,7 @@ class _Importer:
         self.notes: list[str] = []
         self.uses: dict[str, dict] = {}
         self.start: str | None = None
+        self.commands: set[str] = set()
 
     def fail(self, message: str, node: str | None = None):
         raise GraphImportError(message, file=self.origin, node=node)
@@ -682,16 +685,17 @@ class _Importer:
         for node_name, spec in self.builder.nodes.items():
             ends = getattr(spec, "ends", None)
             if ends:
-                routed.setdefault(node_name, []).append(
+                routed.setdefault(node_name, []).append(         # Command(goto=...): the node routes itself
                     (self.turns[ids[node_name]].code, dict(ends) if isinstance(ends, dict) else {e: e for e in ends}))
+                self.commands.add(ids[node_name])
         if getattr(self.builder, "waiting_edges", None):
             starts, end = next(iter(self.builder.waiting_edges))
             self.fail(f"waits for {', '.join(starts)} to finish together (a join of parallel steps); a workflow "
                       "is one conversation, one step at a time", node=end)
-        for source in set(plain) | set(routed):
+        for source in [s for s in ids if s in plain or s in routed]:     # node order: a stable file
             targets = plain.get(source, [])
             if len(targets) + len(routed.get(source, [])) > 1:
-                parts = targets + [f"a router" for _ in routed.get(source, [])]
+                parts = targets + ["a router" for _ in routed.get(source, [])]
                 self.fail(f"runs {' and '.join(parts)} in parallel after it; a workflow is one conversation, one "
                           "step at a time (merge them, or route with one add_conditional_edges)",
                           node=source if source != START else "START")
@@ -712,8 +716,10 @@ class _Importer:
             entry["bool"] |= use["bool"]
             entry["order"] |= use["order"]
         keys = {str(k) for k in ends}
-        general = _paragraph([line for line in router.doc["head"]
-                              if not any(re.match(rf"^\s*[-*]?\s*[`'\"]?{re.escape(k)}\b", line) for k in keys)])
+        general = None if source in self.commands else _paragraph(   # a Command node's docstring is its prompt
+            [line for line in router.doc["head"]
+             if not any(re.match(rf"^\s*[-*]?\s*[`'\"]?{re.escape(k)}\b", line) for k in keys)])
+        where = "START" if source == START else source
         for key, target in ends.items():
             if target not in ids:
                 self.fail(f"its router '{router.name}' names '{target}', which is not a node", node=source)
@@ -733,9 +739,9 @@ class _Importer:
             self.links.append(link)
         if not any(checks.values()):
             reason = "no source" if not router.readable else "not a plain comparison of state fields"
-            self.note(f"router {router.name}() at '{source}' gives no check ({reason}): its branches have a `when` only")
+            self.note(f"router {router.name}() at '{where}' gives no check ({reason}): its branches have a `when` only")
         else:
-            self.note(f"router {router.name}() at '{source}': a check read for {sum(map(bool, checks.values()))} of "
+            self.note(f"router {router.name}() at '{where}': a check read for {sum(map(bool, checks.values()))} of "
                       f"its {len(checks)} branches")
 
     # -- 2: who speaks -------------------------------------------------------------------------
@@ -817,8 +823,8 @@ class _Importer:
                 if targets and targets <= sources and len(sources) == 1:
                     self.links = [link for link in self.links if turn.id not in (link.source, link.target)]
                     del self.turns[turn.id]
-                    self.note(f"'{turn.id}' ({turn.code.kind if turn.code.func is None else 'no message'}) is an "
-                              f"inner step of '{next(iter(sources))}': merged into it")
+                    what = "a ToolNode" if turn.code.kind == "ToolNode" else "it says nothing"
+                    self.note(f"'{turn.id}' ({what}) is an inner step of '{next(iter(sources))}': merged into it")
                 elif (len(outs) > 1 or len(sources) > 1) and targets != {END} and all(
                         self.role(s) in ("agent", START) for s in sources):
                     turn.role = "user"
@@ -888,7 +894,7 @@ class _Importer:
                 if (base, role) not in shared or shared[(base, role)] not in self.turns:
                     ending = self.add(base, role)
                     ending.terminal = self.kind(ending, link)
-                    ending.notes["id"] = f"REVIEW: the branch '{link.key}' of '{turn.id}' ends the conversation"
+                    ending.notes["id"] = f"REVIEW: the branch '{link.key or 'END'}' of '{turn.id}' ends the conversation"
                     shared[(base, role)] = ending.id
                 link.target = shared[(base, role)]
         self.note("endings typed from their names: " + ", ".join(
@@ -1029,39 +1035,55 @@ class _Importer:
 
     # -- 7: checks that no scenario can meet -------------------------------------------------------------
     def satisfiable(self) -> None:
-        """Drop checks inside loops that no scenario meets on some path (a value is fixed for a conversation)."""
+        """Drop checks that no scenario meets on some path, so that every path can be synthesised.
+
+        A scenario's values are fixed for a conversation, while a graph's state may change: a path
+        round a loop can need a check both true and false. The check dropped is one on a loop edge
+        (leaving a hub the path revisits first) when that is enough, else the path's last check
+        (a branch the code can never take, as it stands). Each is said in a note and a comment.
+        """
         from .paths import enumerate_paths
         from .scenarios import path_checks
 
-        for _ in range(10):
+        for _ in range(20):
             workflow = parse_workflow(self.render(fill=True)[0], source=self.origin)
             paths = enumerate_paths(workflow)
             if len(paths) > 20000:
                 return
             cycle = _cycle_edges(workflow)
-            dropped = False
             for path in paths:
                 checks = path_checks(workflow, path)
                 if not checks or _any_scenario(workflow, checks):
                     continue
-                # checks on loop edges, those leaving a hub the path revisits first; drop one that makes the
-                # path possible, else all of them
-                candidates = sorted({e for e in path.edges if e in cycle and self.link(*e).check},
-                                    key=lambda e: (-path.nodes.count(e[0]), path.edges.index(e)))
-                on_path = {e: c for e, c in zip([e for e in path.edges if self.link(*e).check], checks)}
-                single = next((e for e in candidates if _any_scenario(
+                on_path = dict(zip([e for e in path.edges if self.link(*e).check], checks))
+                loops = sorted((e for e in on_path if e in cycle),
+                               key=lambda e: (-path.nodes.count(e[0]), path.edges.index(e)))
+                drop = next((e for e in loops if _any_scenario(
                     workflow, [c for other, c in on_path.items() if other != e])), None)
-                for source, target in [single] if single else candidates:
-                    link = self.link(source, target)
-                    self.note(f"check `{link.check}` on {source} -> {target} dropped: path {path.id} goes round a "
-                              "loop and would need it both true and false, while a scenario's values stay fixed")
-                    link.notes["check"] = f"REVIEW: `{link.check}` dropped (it contradicts itself round a loop)"
-                    link.check = None
-                    dropped = True
-                if dropped:
-                    break
-            if not dropped:
+                link = self.link(*(drop or list(on_path)[-1]))
+                why = ("goes round a loop and would need it both true and false, while a scenario's values stay "
+                       "fixed" if drop else "contradicts the checks before it (the code never takes this branch)")
+                self.note(f"check `{link.check}` on {link.source} -> {link.target} dropped: path {path.id} {why}")
+                link.notes["check"] = f"REVIEW: `{link.check}` dropped: no scenario could take path {path.id}"
+                link.check = None
+                break
+            else:
                 return
+
+    def valid_checks(self) -> None:
+        """Drop a check the loader refuses (it compares values of different types, say), saying so."""
+        for _ in range(len(self.links) + 1):
+            try:
+                parse_workflow(self.render(fill=True)[0], source=self.origin)
+                return
+            except WorkflowError as exc:
+                index = re.fullmatch(r"edges\[(\d+)\]\.check", exc.field or "")
+                if index is None:
+                    raise
+                link = self.links[int(index.group(1))]
+                self.note(f"check `{link.check}` on {link.source} -> {link.target} dropped: {exc.message}")
+                link.notes["check"] = f"REVIEW: `{link.check}` dropped: {exc.message}"
+                link.check = None
 
     def link(self, source: str, target: str) -> _Link:
         return next(link for link in self.links if (link.source, link.target) == (source, target))
@@ -1177,7 +1199,7 @@ class _Importer:
             for j, example in enumerate(examples):
                 put(6, f"- {value(example, f'nodes[{i}].examples[{j}]')}")
         lines.append("")
-        put(0, "edges:")
+        put(0, "edges:" if self.links else "edges: []")
         for link in self.links:
             put(2, f"- from: {link.source}")
             put(4, f"to: {link.target}")
@@ -1220,6 +1242,7 @@ class _Importer:
         if self.system_note and self.system_note.startswith("REVIEW"):
             self.note("a generic one-line system prompt (no SYSTEM_PROMPT in the graph's module)")
         try:
+            self.valid_checks()
             self.satisfiable()
             if self.teacher is not None:
                 self.teach(self.pool_values)
