@@ -9,7 +9,7 @@ import pytest
 
 pytest.importorskip("langgraph")
 
-from langchain_core.messages import AIMessage, HumanMessage  # noqa: E402
+from langchain_core.messages import AIMessage, HumanMessage, SystemMessage  # noqa: E402
 from langgraph.graph import END, START, MessagesState, StateGraph  # noqa: E402
 from langgraph.types import Command, interrupt  # noqa: E402
 
@@ -261,7 +261,7 @@ def close(state: State):
     return {"messages": [AIMessage("Thanks for waiting, bye!")]}
 
 
-def interrupt_graph():
+def interrupt_graph(**compile_options):
     builder = StateGraph(State)
     for node in (ask_order, lookup, report, close):
         builder.add_node(node.__name__, node)
@@ -270,7 +270,7 @@ def interrupt_graph():
     builder.add_edge("lookup", "report")
     builder.add_edge("report", "close")
     builder.add_edge("close", END)
-    return builder.compile(interrupt_before=["close"])
+    return builder.compile(**(compile_options or {"interrupt_before": ["close"]}))
 
 
 def test_interrupts_become_customer_turns():
@@ -287,6 +287,40 @@ def test_interrupts_become_customer_turns():
     # offline, only the turn the compile option inserts is left to fill
     assert {where for _, where in offline.todos} == {"nodes[3].prompt", "nodes[3].examples[0]"}
     assert "interrupt_before=['close']" in offline.text
+    after = import_langgraph(interrupt_graph(interrupt_after=["report"]), "orders", teacher=FakeTeacher()).workflow()
+    assert list(after.nodes) == ["ask_order", "ask_order_reply", "report", "after_report", "close"]
+    assert roles(after)["after_report"] == "user"
+
+
+SUPPORT_PROMPT = "Answer billing questions politely and briefly."
+
+
+class ChatModel:
+    def invoke(self, messages):
+        return AIMessage("Your invoice is in your account.")
+
+
+chat_model = ChatModel()
+
+
+def billing_answer(state: State):
+    return {"messages": [chat_model.invoke([SystemMessage(SUPPORT_PROMPT), *state["messages"]])]}
+
+
+def test_a_prompt_from_the_system_prompt_a_node_passes_to_its_model():
+    builder = StateGraph(State)
+    builder.add_node("greet", greet)
+    builder.add_node("customer", customer)
+    builder.add_node("billing_answer", billing_answer)
+    builder.add_edge(START, "greet")
+    builder.add_edge("greet", "customer")
+    builder.add_edge("customer", "billing_answer")
+    builder.add_edge("billing_answer", END)
+    imported = import_langgraph(builder, "billing")
+    assert "# from the system prompt billing_answer() passes to its model" in imported.text
+    assert "prompt: Answer billing questions politely and briefly." in imported.text
+    # no literal text to learn from: its examples are left to fill
+    assert [where for _, where in imported.todos] == ["nodes[2].examples[0]"]
 
 
 # --------------------------------------------------------------------------- a loop
