@@ -6,7 +6,7 @@ import pytest
 
 from subterra import enumerate_paths, parse_workflow
 from subterra.backends import Backend, Completion, Usage
-from subterra.judge import (CRITERIA, RUBRIC, LLMJudge, MalformedVerdict, OfflineJudge, apply_caps,
+from subterra.judge import (CRITERIA, RUBRIC, LLMJudge, MalformedVerdict, OfflineJudge, apply_rules,
                             parse_verdict)
 from subterra.simulation import OfflineUser, Orchestrated, converse, evaluation_scenarios
 from conftest import TOY
@@ -50,11 +50,13 @@ def test_rubric_has_five_anchored_levels_per_criterion():
     assert all(sorted(RUBRIC[c]) == [1, 2, 3, 4, 5] and all(RUBRIC[c].values()) for c in CRITERIA)
 
 
-def test_graceful_handling_is_capped_without_a_challenge():
+def test_graceful_handling_is_not_scored_without_a_challenge():
+    # the paper's cap at 3 would put a 3 into the mean for every cooperative customer, so that a perfect
+    # agent could not average 5; with nothing to handle there is no score
     scores = {c: 5 for c in CRITERIA}
-    assert apply_caps(scores, challenged=False)["graceful_handling"] == 3
-    assert apply_caps(scores, challenged=True)["graceful_handling"] == 5
-    assert apply_caps({**scores, "graceful_handling": 2}, challenged=False)["graceful_handling"] == 2
+    assert apply_rules(scores, challenged=False)["graceful_handling"] is None
+    assert apply_rules(scores, challenged=True)["graceful_handling"] == 5
+    assert apply_rules(scores, challenged=False)["task_success"] == 5
 
 
 @pytest.mark.parametrize("reply, problem", [
@@ -76,7 +78,7 @@ def test_llm_judge_retries_then_records_an_error_never_a_default(toy, transcript
     verdict = LLMJudge(toy, good).score(t)
     assert verdict.error is None and verdict.scores["task_success"] == 2 and verdict.failure
     assert len(good.requests) == 2 and good.requests[0].key("x", "y") != good.requests[1].key("x", "y")
-    assert verdict.scores["graceful_handling"] <= (5 if t["challenged"] else 3)
+    assert (verdict.scores["graceful_handling"] is None) == (not t["challenged"])
     prompt = good.requests[0].messages[0]["content"]
     assert "Braga" in prompt and "Assistant:" in prompt and "Customer:" in prompt
     bad = Scripted(["nope"] * 3)
@@ -92,7 +94,7 @@ def test_offline_judge_rewards_adherence_and_punishes_wrong_values(toy, transcri
     for t in adherent:
         verdict = judge.score(t)
         assert verdict.scores["task_success"] == 5 and verdict.scores["information_accuracy"] == 5
-        assert verdict.scores["graceful_handling"] <= 3 or t["challenged"]
+        assert (verdict.scores["graceful_handling"] is None) == (not t["challenged"])
         assert set(verdict.reasons) == set(CRITERIA)
     broken = dict(adherent[0], messages=[dict(m) for m in adherent[0]["messages"]])
     for m in broken["messages"]:

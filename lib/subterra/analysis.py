@@ -20,10 +20,10 @@ from typing import Any, Mapping
 import pandas as pd
 import yaml
 
-from .judge import CRITERIA, FAILURE_THRESHOLD, TITLES
+from .judge import CHALLENGE_ONLY, CRITERIA, FAILURE_THRESHOLD, TITLES
 from .stats import compare_conditions, failure_rate
 
-ORDER = ("subterranean", "orchestrated", "langgraph", "in_context")
+ORDER = ("subterranean", "orchestrated", "langgraph", "in_context", "oracle")
 
 
 def paper_results() -> dict:
@@ -53,7 +53,8 @@ def comparison_table(scores: pd.DataFrame, reference: str = "subterranean", n_re
     ok = scores[scores["error"].isna()] if "error" in scores else scores
     conditions = _ordered(ok["condition"].unique())
     table = compare_conditions(ok[["condition", "scenario_id", *CRITERIA]], criteria=list(CRITERIA),
-                               conditions=conditions, paired=True, n_resamples=n_resamples)
+                               conditions=conditions, paired=True, n_resamples=n_resamples,
+                               sparse=CHALLENGE_ONLY)
     mine = table[(table["condition_a"] == reference) | (table["condition_b"] == reference)].copy()
     flip = mine["condition_b"] == reference           # always report reference minus the other
     for col in ("difference", "d", "ci_low", "ci_high"):
@@ -108,6 +109,22 @@ def cost_table(transcripts: Mapping[str, list[dict]], compile_dollars: float,
 GPU_DOLLARS_PER_HOUR = 2.50     # the paper's A100 price, also used for the self-hosted model's tokens
 
 
+def persona_table(scores: pd.DataFrame, transcripts: Mapping[str, list[dict]]) -> pd.DataFrame:
+    """Per condition and customer persona (its challenge): conversations, failure rate, Task Success and
+    Graceful Handling — how each system copes with half answers, asides, corrections and departures."""
+    persona = {(name, t["scenario_id"]): json.loads(t["scenario"])["persona"]["challenge"]
+               for name, rows in transcripts.items() for t in rows}
+    ok = scores[scores["error"].isna()].copy() if "error" in scores else scores.copy()
+    ok["persona"] = [persona.get((c, s), "unknown") for c, s in zip(ok["condition"], ok["scenario_id"])]
+    grouped = ok.groupby(["condition", "persona"])
+    table = pd.DataFrame({"n": grouped.size(),
+                          "failure_rate": grouped["task_success"].apply(lambda s: failure_rate(s, FAILURE_THRESHOLD)),
+                          TITLES["task_success"]: grouped["task_success"].mean(),
+                          TITLES["graceful_handling"]: grouped["graceful_handling"].mean()})
+    order = {c: i for i, c in enumerate(_ordered(table.index.get_level_values(0).unique()))}
+    return table.sort_index(key=lambda idx: idx.map(order) if idx.name == "condition" else idx)
+
+
 def compile_cost(workflow, domain_dir: str | Path, teacher_model: str | None = None) -> dict[str, float]:
     """What compiling ``workflow`` cost, once: a frontier teacher's bill plus the training hours.
 
@@ -154,12 +171,23 @@ def results(domain: str, scores: pd.DataFrame, transcripts: Mapping[str, list[di
     comparisons = []
     if len(conditions) > 1:
         family = compare_conditions(ok[["condition", "scenario_id", *CRITERIA]], criteria=list(CRITERIA),
-                                    conditions=conditions, paired=True, n_resamples=n_resamples)
+                                    conditions=conditions, paired=True, n_resamples=n_resamples,
+                                    sparse=CHALLENGE_ONLY)
         comparisons = [{"criterion": r.criterion, "conditions": [r.condition_a, r.condition_b], "p": _num(r.p),
                         "p_holm": _num(r.p_holm), "d": _num(r.d), "difference": _num(r.difference)}
                        for r in family.itertuples()]
-    return {"domain": domain, "judge": sorted(scores["judge"].unique().tolist()), "compile_dollars": compile_dollars,
-            "conditions": per_condition, "comparisons": comparisons}
+    by_persona: dict[str, dict] = {}
+    for (condition, persona), row in persona_table(scores, transcripts).iterrows():
+        by_persona.setdefault(condition, {})[persona] = {
+            "n": int(row["n"]), "failure_rate": _num(row["failure_rate"]),
+            "task_success": _num(row[TITLES["task_success"]]),
+            "graceful_handling": _num(row[TITLES["graceful_handling"]])}
+    summary = {"domain": domain, "judge": sorted(scores["judge"].unique().tolist()),
+               "compile_dollars": compile_dollars, "conditions": per_condition, "comparisons": comparisons,
+               "by_persona": by_persona}
+    if "oracle" in per_condition:          # the harness's own error: what a perfect agent loses
+        summary["calibration"] = {"condition": "oracle", **per_condition["oracle"]}
+    return summary
 
 
 def _num(x) -> float | None:

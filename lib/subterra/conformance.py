@@ -19,9 +19,100 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping
 
-from .workflow import SLOT, Workflow
+from .workflow import SLOT, SLOT_NAME, Workflow
 
 WORD = re.compile(r"<v>|[a-z0-9]+(?:'[a-z]+)?")
+_CACHE: dict[tuple[int, str], tuple[Workflow, Any]] = {}
+
+
+def _cached(workflow: Workflow, key: str, build):
+    """One ``build(workflow)`` per workflow object (workflows are immutable; the entry keeps it alive)."""
+    entry = _CACHE.get((id(workflow), key))
+    if entry is None or entry[0] is not workflow:
+        entry = _CACHE[(id(workflow), key)] = (workflow, build(workflow))
+    return entry[1]
+
+
+# --------------------------------------------------------------------------- what a listener hears
+
+def slot_names(text: str) -> set[str]:
+    """The variables and catalogue tables that ``text``'s ``{slots}`` use (``{desk.name}`` -> ``desk``)."""
+    return {m.group(1) for m in map(SLOT_NAME.match, SLOT.findall(text)) if m}
+
+
+def node_names(workflow: Workflow, node: str) -> set[str]:
+    """The variables and tables a node's prompt and examples speak of."""
+    n = workflow.nodes[node]
+    return set().union(*(slot_names(t) for t in (n.prompt, *n.examples)))
+
+
+def lookups(workflow: Workflow) -> frozenset[str]:
+    """Values only the business knows: variables and tables the agent must state before the customer can.
+
+    A name is a look-up when, on some walk from the start, an agent node's examples mention it
+    before any customer node's do (the flight a search finds, its price, the policy on file). The
+    customer cannot know these; every other value is the customer's to give.
+    """
+    def build(wf: Workflow) -> frozenset[str]:
+        said = {n: set().union(*(slot_names(e) for e in node.examples)) for n, node in wf.nodes.items()}
+        found = set()
+        for name in set(wf.variables) | set(wf.catalogue):
+            seen, todo = set(), [wf.start]
+            while todo:
+                node = todo.pop()
+                if node in seen:
+                    continue
+                seen.add(node)
+                if name in said[node]:
+                    if wf.nodes[node].role == "agent":
+                        found.add(name)
+                        break
+                    continue                 # the customer said it first on this walk
+                todo.extend(e.target for e in wf.successors(node))
+        return frozenset(found)
+    return _cached(workflow, "lookups", build)
+
+
+def _pattern(value: Any) -> re.Pattern:
+    """``value`` as a whole word; capitalised values case-sensitively ("Nice" the city, not "nice"), and a
+    number never inside a longer number, a time or an amount ("1" is not in "$1,010" or "1:05 pm")."""
+    text = str(value)
+    flags = 0 if text[:1].isupper() else re.IGNORECASE
+    return re.compile(rf"(?<![\w.,:/]){re.escape(text)}(?!\w|[.,:/]\d)", flags)
+
+
+def _patterns(workflow: Workflow):
+    def build(wf: Workflow):
+        variables = {name: [(v, _pattern(v)) for v in wf.values_of(name)] for name in wf.variables}
+        tables = {t: [(r, _pattern(next(iter(r.values())))) for r in records] for t, records in wf.catalogue.items()}
+        return variables, tables
+    return _cached(workflow, "patterns", build)
+
+
+def extract_values(workflow: Workflow, text: str, names: Iterable[str] | None = None) -> dict[str, Any]:
+    """Values that ``text`` states, by variable (a catalogue record by its first field): what a listener hears.
+
+    A value inside a longer value is not heard on its own (the 6 of "February 6" is no party of 6).
+    Where a text names two values of one variable, the later one counts ("I said Porto, but it's
+    Lisbon"). ``names`` limits listening to some variables and tables, e.g. those the step being
+    performed speaks of, so that a price of 2700 is not also heard as a budget of 2700.
+    """
+    variables, tables = _patterns(workflow)
+    hits = []                                             # (start, end, name, value)
+    for pool in (variables, tables):
+        for name, candidates in pool.items():
+            for value, pattern in candidates:
+                hits.extend((m.start(), m.end(), name, value) for m in pattern.finditer(text))
+    kept: list[tuple[int, int, str, Any]] = []
+    for hit in sorted(hits, key=lambda h: (h[0] - h[1], h[0])):          # longest first
+        if all(hit[1] <= k[0] or hit[0] >= k[1] or (hit[0], hit[1]) == (k[0], k[1]) for k in kept):
+            kept.append(hit)
+    wanted = None if names is None else set(names)
+    found: dict[str, Any] = {}
+    for start, end, name, value in sorted(kept, key=lambda k: k[:2]):
+        if wanted is None or name in wanted:
+            found[name] = dict(value) if isinstance(value, dict) else value
+    return found
 
 
 def scalar_values(values: Mapping[str, Any]) -> list[str]:
@@ -102,11 +193,43 @@ class NodeMatcher:
         return Match(node=best[0], score=best[1], runner_up=second[0], margin=best[1] - second[1])
 
 
+def matcher_for(workflow: Workflow, role: str | None = "agent") -> NodeMatcher:
+    """The :class:`NodeMatcher` of a workflow's nodes of one role, built once per workflow."""
+    return _cached(workflow, f"matcher:{role}", lambda wf: NodeMatcher(wf, role))
+
+
+ANSWER_SCORE = 0.3          # a customer message nearer than this to none of the expected replies answers nothing
+
+
+def required_values(workflow: Workflow, node: str) -> set[str]:
+    """What a customer turn must carry to answer its step: the customer's values every example of it states."""
+    said = [slot_names(e) for e in workflow.nodes[node].examples]
+    return (set.intersection(*said) if said else set()) - lookups(workflow)
+
+
+@dataclass(frozen=True)
+class Reading:
+    """How a customer message reads against the replies the graph expects after an agent step."""
+
+    node: str                # the nearest expected reply
+    answered: bool           # near enough, and carrying the values that reply needs
+    missing: frozenset[str] = frozenset()
+
+
+def read_reply(workflow: Workflow, text: str, expected: Iterable[str],
+               values: Mapping[str, Any] | None = None) -> Reading:
+    """Does ``text`` give one of the ``expected`` customer replies? An off-topic question, a half answer
+    or a message that answers nothing is not an answer: a router stays and asks again."""
+    best = matcher_for(workflow, "user").match(text, values, expected)
+    missing = required_values(workflow, best.node) - set(extract_values(workflow, text))
+    return Reading(best.node, best.score >= ANSWER_SCORE and not missing, frozenset(missing))
+
+
 @dataclass
 class Trace:
     """A conversation mapped onto the workflow."""
 
-    nodes: list[str]                        # one node per turn
+    nodes: list[str | None]                 # one node per turn; None: a customer turn that answered nothing
     start: str                              # the workflow's start node
     invalid_steps: list[tuple[int, str, str]] = field(default_factory=list)   # (turn, from, to) not an edge
     ended_at: str | None = None             # terminal kind reached, if the last node is terminal
@@ -124,28 +247,77 @@ class Trace:
     def adherent(self) -> bool:
         return self.valid_path and self.right_ending
 
+    @property
+    def asides(self) -> int:
+        """Customer turns that answered nothing (a question off the procedure, a half answer)."""
+        return sum(n is None for n in self.nodes)
+
 
 def conformance(workflow: Workflow, messages: list[dict], values: Mapping[str, Any] | None = None,
                 expected_end: str | None = None, matcher: NodeMatcher | None = None) -> Trace:
-    """Map each non-system message onto a node (agent turns among agent nodes, user turns among user
-    nodes, preferring successors of the previous node) and check the walk against the graph."""
-    matcher = matcher or NodeMatcher(workflow, role=None)
+    """Map each non-system message onto a node and check the walk against the graph.
+
+    Agent turns are matched among agent nodes, preferring what the graph allows next unless the text
+    clearly performs another node. A customer turn is read as the nearest reply the graph expects
+    (a customer who also answers the next question still answers this one). A customer turn that does not answer the step it follows (see
+    :func:`read_reply`) is an *aside* when the agent then asks its step again: its node is None and
+    the repeated step is no violation. If the agent instead moves on, the turn is read as the
+    nearest reply it resembled.
+    """
+    matcher = matcher or matcher_for(workflow, None)
     succ = {n: {e.target for e in workflow.successors(n)} for n in workflow.nodes}
-    edges = {(e.source, e.target) for e in workflow.edges}
     role_of = {"assistant": "agent", "user": "user"}
-    nodes: list[str] = []
+    agents = [n for n, node in workflow.nodes.items() if node.role == "agent"]
+    users = [n for n, node in workflow.nodes.items() if node.role == "user"]
+    nodes: list[str | None] = []
+    pending: Reading | None = None           # the last customer turn, when it answered nothing
+    last_agent: str | None = None
     for message in messages:
         role = role_of.get(message["role"])
         if role is None:
             continue
-        same_role = [n for n, node in workflow.nodes.items() if node.role == role]
-        preferred = [n for n in (succ[nodes[-1]] if nodes else {workflow.start}) if n in same_role]
-        best_any = matcher.match(message["content"], values, same_role)
-        best_next = matcher.match(message["content"], values, preferred) if preferred else best_any
-        # follow the graph unless the text clearly performs another node
-        chosen = best_next if best_next.score >= best_any.score - 0.05 else best_any
-        nodes.append(chosen.node)
-    invalid = [(i, a, b) for i, (a, b) in enumerate(zip(nodes, nodes[1:]), start=1) if (a, b) not in edges]
-    last = workflow.nodes[nodes[-1]] if nodes else None
-    return Trace(nodes=nodes, start=workflow.start, invalid_steps=invalid,
+        text = message["content"]
+        previous = next((n for n in reversed(nodes) if n is not None), None)
+        if role == "user":
+            expected = [n for n in (succ[previous] if previous else ()) if n in users]
+            reading = read_reply(workflow, text, expected or users, values)
+            if expected and not reading.answered:
+                pending = reading
+                nodes.append(None)
+                continue
+            pending = None
+            chosen = reading.node if expected else _prefer(matcher, text, values, users, [])
+        else:
+            if pending is not None:                  # re-asked, or moved on as if answered?
+                onward = [n for n in succ[pending.node] if n in agents]
+                chosen = _prefer(matcher, text, values, agents, [last_agent, *onward])
+                if chosen != last_agent:
+                    nodes[-1] = pending.node
+                pending = None
+            else:
+                expected = [n for n in (succ[previous] if previous else {workflow.start}) if n in agents]
+                chosen = _prefer(matcher, text, values, agents, expected)
+            last_agent = chosen
+        nodes.append(chosen)
+    steps = [n for n in nodes if n is not None]
+    last = workflow.nodes[steps[-1]] if steps else None
+    return Trace(nodes=nodes, start=workflow.start, invalid_steps=invalid_steps(workflow, nodes),
                  ended_at=last.terminal if last else None, expected_end=expected_end)
+
+
+def invalid_steps(workflow: Workflow, nodes: list[str | None]) -> list[tuple[int, str, str]]:
+    """``(turn, from, to)`` for each step of a trace that is no edge of the graph. Asides (None) are
+    skipped, and an agent step asked again after one is no violation."""
+    edges = {(e.source, e.target) for e in workflow.edges}
+    steps = [(i, n) for i, n in enumerate(nodes) if n is not None]
+    return [(i, a, b) for (_, a), (i, b) in zip(steps, steps[1:])
+            if (a, b) not in edges and not (a == b and workflow.nodes[a].role == "agent")]
+
+
+def _prefer(matcher: NodeMatcher, text: str, values, same_role: list[str], preferred: list[str]) -> str:
+    """Follow the graph unless the text clearly performs another node."""
+    best_any = matcher.match(text, values, same_role)
+    if not preferred:
+        return best_any.node
+    best_next = matcher.match(text, values, preferred)
+    return (best_next if best_next.score >= best_any.score - 0.05 else best_any).node

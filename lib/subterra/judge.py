@@ -2,17 +2,22 @@
 
 The rubric (our own behavioural anchors, following the paper's five criteria):
 Task Success, Information Accuracy, Consistency, Graceful Handling, Naturalness. Graceful
-Handling is capped at 3 when the customer posed no challenge (nothing to handle), and a
-conversation with Task Success ≤ 3 counts as a failure.
+Handling is scored only where the customer posed a challenge (elsewhere it is None, not a 3: the
+paper's cap at 3 put a no-challenge 3 into every mean, so that a perfect agent scored below 5
+whenever customers were cooperative), and a conversation with Task Success ≤ 3 counts as a failure.
 
 - :class:`LLMJudge` asks a backend (Claude Sonnet 5.5 primary, GPT-5.5 as the robustness
   judge; the paper used Claude Sonnet 4.5, retired on 2026-11-30, and GPT-4.1, which shuts down on
   2027-01-14) for a JSON object with a score and a one-sentence reason per criterion, validates it
   against :data:`SCORE_SCHEMA`, retries when it is malformed, and records an error — never a
   silent default — when it stays malformed.
-- :class:`OfflineJudge` scores from the conformance trace, the scenario's values and the
+- :class:`OfflineJudge` scores from the conformance trace, what the customer said and the
   workflow's catalogue by the documented rules in its methods. It is a stand-in that needs no
-  key; it measures procedure adherence and value accuracy, not tone.
+  key; it measures procedure adherence and value accuracy, not tone. Values only the business
+  knows (a flight, a price, a policy: :func:`~subterra.conformance.lookups`) are in no one's
+  conversation before the agent states them, so they are checked for consistency across the
+  agent's turns, never against the scenario; the customer's own values are checked against what
+  the customer said.
 """
 
 from __future__ import annotations
@@ -23,14 +28,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .backends import Backend, Request, Usage
-from .simulation import extract_values
+from .conformance import ANSWER_SCORE, extract_values, invalid_steps, lookups, matcher_for, node_names
 from .workflow import Workflow
 
 CRITERIA = ("task_success", "information_accuracy", "consistency", "graceful_handling", "naturalness")
 TITLES = {"task_success": "Task Success", "information_accuracy": "Information Accuracy",
           "consistency": "Consistency", "graceful_handling": "Graceful Handling", "naturalness": "Naturalness"}
 FAILURE_THRESHOLD = 3      # Task Success <= 3 is a failure
-NO_CHALLENGE_CAP = 3       # Graceful Handling when the customer posed no challenge
+CHALLENGE_ONLY = ("graceful_handling",)    # scored only where the customer posed a challenge
+ARTEFACT = re.compile(r"[{}]|<\|?/?[a-z_]+\|?>")            # {slot}, <v>, <|im_end|>, </s>
 
 RUBRIC = {
     "task_success": {
@@ -59,7 +65,7 @@ RUBRIC = {
         5: "Every challenge (off-topic question, partial answer, correction, change of mind) is handled and the "
            "procedure resumes smoothly.",
         4: "Challenges handled with a little friction.",
-        3: "Adequate: challenges acknowledged but handled clumsily — or the customer posed none (capped at 3).",
+        3: "Adequate: challenges acknowledged but handled clumsily.",
         2: "Challenges mostly mishandled.",
         1: "Challenges ignored or derail the conversation.",
     },
@@ -88,7 +94,7 @@ class Score:
     condition: str
     scenario_id: str
     judge: str
-    scores: dict[str, int] = field(default_factory=dict)
+    scores: dict[str, int | None] = field(default_factory=dict)   # graceful_handling None: no challenge
     reasons: dict[str, str] = field(default_factory=dict)
     challenged: bool = False
     error: str | None = None
@@ -105,12 +111,9 @@ class Score:
                 "reasons": json.dumps(self.reasons, ensure_ascii=False)}
 
 
-def apply_caps(scores: dict[str, int], challenged: bool) -> dict[str, int]:
-    """The rubric's cap: no challenge posed, no credit above 3 for handling one."""
-    capped = dict(scores)
-    if not challenged:
-        capped["graceful_handling"] = min(capped["graceful_handling"], NO_CHALLENGE_CAP)
-    return capped
+def apply_rules(scores: dict[str, int], challenged: bool) -> dict[str, int | None]:
+    """The rubric's rule: with no challenge posed there is nothing to handle, so no Graceful Handling score."""
+    return {**scores, "graceful_handling": scores["graceful_handling"] if challenged else None}
 
 
 def rubric_text() -> str:
@@ -187,7 +190,7 @@ class LLMJudge:
         prompt = JUDGE_PROMPT.format(title=self.workflow.title, facts=_facts(scenario["values"]),
                                      expected=expected, conversation=conversation or "(empty)",
                                      challenge="posed a challenge" if transcript["challenged"]
-                                     else "posed no challenge")
+                                     else "posed no challenge (score Graceful Handling 3; it is not counted)")
         return Request(system=self.system, messages=[{"role": "user", "content": prompt}], max_tokens=600,
                        temperature=0.0, tag="judge", sample=f"attempt-{attempt}" if attempt else "")
 
@@ -203,7 +206,7 @@ class LLMJudge:
             except MalformedVerdict as exc:
                 problem = str(exc)
                 continue
-            verdict.scores, verdict.reasons = apply_caps(scores, transcript["challenged"]), reasons
+            verdict.scores, verdict.reasons = apply_rules(scores, transcript["challenged"]), reasons
             return verdict
         verdict.error = f"malformed verdict after {self.attempts} attempts: {problem}"
         return verdict
@@ -212,7 +215,7 @@ class LLMJudge:
 # --------------------------------------------------------------------------- the offline judge
 
 class OfflineJudge:
-    """Graph-aware scoring from the conformance trace and the scenario, by fixed rules (see each method)."""
+    """Graph-aware scoring from the conformance trace and what was said, by fixed rules (see each method)."""
 
     name = "offline"
 
@@ -221,6 +224,7 @@ class OfflineJudge:
 
         self.workflow = workflow
         self.paths = {p.id: p for p in enumerate_paths(workflow)}
+        self.lookups = lookups(workflow)
 
     def score(self, transcript: dict) -> Score:
         verdict = Score(transcript["condition"], transcript["scenario_id"], self.name,
@@ -235,59 +239,93 @@ class OfflineJudge:
                  "naturalness": self.naturalness}
         for criterion, rule in rules.items():
             verdict.scores[criterion], verdict.reasons[criterion] = rule(transcript, values, agent)
-        verdict.scores = apply_caps(verdict.scores, transcript["challenged"])
+        verdict.scores = apply_rules(verdict.scores, transcript["challenged"])
         return verdict
 
     def task_success(self, t: dict, values: dict, agent: list[str]) -> tuple[int, str]:
         """5 right ending on a valid path; 4 right ending with one off-graph step; 3 right ending otherwise;
-        2 no ending but more than half the path's agent steps reached; 1 otherwise."""
-        invalid = _invalid_steps(self.workflow, t["trace_nodes"])
+        2 no ending but more than half the path's agent steps reached; 1 otherwise. A customer who left
+        half-way (``gave_up``) ends the task: 5, 4 or 3 by the off-graph steps before they left."""
+        nodes = t["trace_nodes"]
+        if t["stop_reason"] == "gave_up":
+            before = nodes[:-1] if nodes and t["messages"][-1]["role"] == "assistant" else nodes
+            invalid = len(invalid_steps(self.workflow, before))
+            return 5 - min(invalid, 2), \
+                f"the customer left half-way; {invalid} off-graph step(s) before"
+        invalid = len(invalid_steps(self.workflow, nodes))
         if t["right_ending"]:
             score = 5 if invalid == 0 else 4 if invalid == 1 else 3
             return score, f"reached the expected ending with {invalid} off-graph step(s)"
         path = self.paths[t["path_id"]]
         wanted = [n for n in path.nodes if self.workflow.nodes[n].role == "agent"]
-        reached = len(set(wanted) & set(t["trace_nodes"]))
+        reached = len(set(wanted) & set(nodes))
         if reached > len(wanted) / 2:
             return 2, f"stopped ({t['stop_reason']}) after {reached} of {len(wanted)} agent steps"
         return 1, f"stopped ({t['stop_reason']}) after {reached} of {len(wanted)} agent steps"
 
+    def _statements(self, t: dict, values: dict):
+        """Walk the conversation: per agent turn, each value it states with what it should have been.
+
+        Yields ``(name, stated, expected)``: for the customer's values, ``expected`` is what the
+        customer last said (the scenario's value if it has not said it yet); for look-ups, the
+        value the agent itself stated first.
+        """
+        said: dict[str, Any] = {}
+        first: dict[str, Any] = {}
+        for message, node in zip(t["messages"], t["trace_nodes"] + [None] * len(t["messages"])):
+            text = message["content"]
+            if message["role"] == "user":
+                said.update({k: v for k, v in extract_values(self.workflow, text).items() if k not in self.lookups})
+                continue
+            names = node_names(self.workflow, node) if node else None
+            for name, stated in extract_values(self.workflow, text, names).items():
+                if name in self.lookups:
+                    expected = first.setdefault(name, stated)
+                else:
+                    expected = said.get(name, values.get(name))
+                    if expected is not None and _shown(expected).lower() in text.lower():
+                        continue                              # the right value is there too ("not X but Y")
+                if expected is not None:
+                    yield name, stated, expected
+
     def information_accuracy(self, t: dict, values: dict, agent: list[str]) -> tuple[int, str]:
-        """Values the assistant states that differ from the scenario's: 0 → 5, 1 → 4, 2 → 3, 3-4 → 2, more → 1."""
-        wrong = 0
-        for text in agent:
-            for name, said in extract_values(self.workflow, text).items():
-                truth = values.get(name)
-                if name in self.workflow.variables and truth is not None and str(said) != str(truth) \
-                        and str(truth).lower() not in text.lower():
-                    wrong += 1
-                elif name in self.workflow.catalogue and truth is not None and said != truth:
-                    wrong += 1
+        """The customer's values the assistant states wrongly (against what the customer said):
+        0 → 5, 1 → 4, 2 → 3, 3-4 → 2, more → 1. Look-ups are Consistency's."""
+        wrong = sum(_shown(s) != _shown(e) for name, s, e in self._statements(t, values) if name not in self.lookups)
         score = 5 if wrong == 0 else 4 if wrong == 1 else 3 if wrong == 2 else 2 if wrong <= 4 else 1
-        return score, f"{wrong} stated value(s) differ from the scenario"
+        return score, f"{wrong} stated value(s) differ from what the customer said"
 
     def consistency(self, t: dict, values: dict, agent: list[str]) -> tuple[int, str]:
-        """Repeated identical assistant turns and a step re-done right after itself: 5 minus one per case."""
-        repeats = len(agent) - len(set(agent))
-        nodes = [n for n in t["trace_nodes"] if self.workflow.nodes[n].role == "agent"]
-        stutter = sum(a == b for a, b in zip(nodes, nodes[1:]))
-        problems = repeats + stutter
-        return max(1, 5 - problems), f"{repeats} repeated turn(s), {stutter} step(s) redone at once"
+        """5 minus one per problem: a look-up value (a flight, a price) stated differently than before,
+        or the same assistant turn twice in a row."""
+        changed = sum(_shown(s) != _shown(e) for name, s, e in self._statements(t, values) if name in self.lookups)
+        repeats = sum(a == b for a, b in zip(agent, agent[1:]))
+        return max(1, 5 - changed - repeats), f"{changed} looked-up value(s) changed, {repeats} turn(s) repeated"
 
-    def graceful_handling(self, t: dict, values: dict, agent: list[str]) -> tuple[int, str]:
-        """After a challenge: 5 if the conversation still ended right on a valid path, 4 right ending,
-        2 otherwise. With no challenge the cap (3) applies."""
+    def graceful_handling(self, t: dict, values: dict, agent: list[str]) -> tuple[int | None, str]:
+        """Only where the customer posed a challenge. A customer who left: 5 if the assistant let them go,
+        2 if it carried on with the procedure. Otherwise 5 if the conversation still ended right on a
+        valid path, 4 right ending with detours, 2 otherwise."""
         if not t["challenged"]:
-            return NO_CHALLENGE_CAP, "the customer posed no challenge"
+            return None, "the customer posed no challenge"
+        if t["stop_reason"] == "gave_up":
+            last = t["messages"][-1]
+            if last["role"] != "assistant":
+                return 2, "the customer left and the assistant said nothing"
+            match = matcher_for(self.workflow, "agent").match(last["content"])
+            carried_on = match.score >= ANSWER_SCORE and not self.workflow.nodes[match.node].is_terminal
+            return (2, "carried on with the procedure after the customer left") if carried_on else \
+                   (5, "let the customer go politely")
         if t["right_ending"]:
             return (5, "recovered and finished on the procedure") if t["valid_path"] else \
                    (4, "recovered with detours")
         return 2, "the challenge derailed the conversation"
 
     def naturalness(self, t: dict, values: dict, agent: list[str]) -> tuple[int, str]:
-        """Penalties: empty or one-word turns, turns over 120 words, template artefacts ({, <, node ids)."""
+        """Penalties: empty or one-word turns, turns over 120 words, template artefacts (a {slot}, a special
+        token such as <|im_end|>, a node id). A ">" alone is no artefact: menu paths use it."""
         ids = [n for n in self.workflow.nodes if "_" in n]
-        bad = sum(len(x.split()) <= 1 or len(x.split()) > 120 or any(c in x for c in "{}<>")
+        bad = sum(len(x.split()) <= 1 or len(x.split()) > 120 or ARTEFACT.search(x) is not None
                   or any(i in x for i in ids) for x in agent)
         if not agent:
             return 1, "the assistant said nothing"
@@ -296,9 +334,9 @@ class OfflineJudge:
         return score, f"{bad} of {len(agent)} assistant turns empty, overlong or with artefacts"
 
 
-def _invalid_steps(workflow: Workflow, nodes: list[str]) -> int:
-    edges = {(e.source, e.target) for e in workflow.edges}
-    return sum((a, b) not in edges for a, b in zip(nodes, nodes[1:]))
+def _shown(value: Any) -> str:
+    """A value as it is said: a catalogue record by its first field."""
+    return str(next(iter(value.values()))) if isinstance(value, dict) else str(value)
 
 
 def judge_transcripts(transcripts: list[dict], judge, progress: bool = True) -> list[Score]:

@@ -20,7 +20,9 @@ from .paths import Path
 from .workflow import Workflow
 
 VERBOSITY = ("terse", "plain", "chatty")
-CHALLENGES = ("none", "changes_mind", "off_topic", "partial_answers", "corrects_value")
+# How a customer stresses the agent (see subterra.customer): none, a question off the procedure, half an answer
+# first, a slip corrected in the next message, the next answer in the same message, leaving half-way.
+CHALLENGES = ("none", "off_topic", "partial_answers", "corrects_earlier", "two_answers", "gives_up")
 PERSONALITIES = ("friendly", "impatient", "indecisive", "sceptical", "chatty", "terse", "anxious", "polite")
 
 
@@ -35,7 +37,11 @@ class Persona:
     challenge: str
 
     def describe(self) -> str:
-        challenge = "" if self.challenge == "none" else f", and tends to {self.challenge.replace('_', ' ')}"
+        challenge = {"none": "", "off_topic": ", and asks a question off the subject once",
+                     "partial_answers": ", and gives only part of an answer at first",
+                     "corrects_earlier": ", and once gives a wrong detail and corrects it in the next message",
+                     "two_answers": ", and answers the next question before it is asked",
+                     "gives_up": ", and gives up half-way through"}.get(self.challenge, "")
         return f"a {self.personality} customer who is {self.verbosity}{challenge}"
 
 

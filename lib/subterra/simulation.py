@@ -26,14 +26,15 @@ from pathlib import Path as FilePath
 from typing import Any, Iterable
 
 from .backends import PRICES, Backend, ModelNotFound, Request, Usage, approx_tokens
-from .conformance import NodeMatcher, conformance
-from .paths import Path, enumerate_paths
+from .conformance import conformance, extract_values, lookups, read_reply, slot_names
+from .customer import LEAVING, STOP, LLMUser, OfflineUser, UserTurn
+from .paths import Path, back_edges, enumerate_paths
 from .scenarios import Scenario, sample_scenario
 from .store import append_jsonl, read_jsonl, save_dataset
-from .synthesis import offline_turn
-from .workflow import SLOT, SLOT_NAME, Workflow, render
+from .workflow import SLOT, SLOT_NAME, Workflow
 
-STOP = "<<END>>"           # what a simulated customer says to end the conversation
+# The customer (OfflineUser, LLMUser, STOP) lives in .customer and what a listener hears in .conformance;
+# both are imported here too, as the simulation's vocabulary.
 N_SCENARIOS = 200          # per domain and condition, as in the paper
 
 
@@ -48,155 +49,6 @@ def evaluation_scenarios(workflow: Workflow, n: int = N_SCENARIOS, seed: int = 0
     chosen = [paths[order[i % len(paths)]] for i in range(n)]
     return [sample_scenario(workflow, path, f"evaluation-{seed}", f"{workflow.name}-eval-{i:03d}", held_out=True)
             for i, path in enumerate(chosen)]
-
-
-# --------------------------------------------------------------------------- what the customer knows
-
-def extract_values(workflow: Workflow, text: str) -> dict[str, Any]:
-    """Scenario values that ``text`` mentions, by variable: what a listener could pick up."""
-    found: dict[str, Any] = {}
-    lowered = text.lower()
-    for name in workflow.variables:
-        hits = [v for v in workflow.values_of(name) if re.search(rf"(?<![\w.]){re.escape(str(v).lower())}(?![\w])", lowered)]
-        if hits:
-            found[name] = max(hits, key=lambda v: (lowered.rfind(str(v).lower()), len(str(v))))
-    for table, records in workflow.catalogue.items():
-        for record in records:
-            first = str(next(iter(record.values())))
-            if first.lower() in lowered:
-                found[table] = record
-    return found
-
-
-# --------------------------------------------------------------------------- the simulated customer
-
-@dataclass
-class UserTurn:
-    text: str
-    stop: bool = False
-    reason: str = ""
-    challenge: bool = False
-    usage: Usage = field(default_factory=Usage)
-
-
-NOT_UNDERSTOOD = "Sorry, I'm not sure what you mean. Could you say that again?"
-OFF_TOPIC = ("By the way, is your office open on weekends?", "Quick question first: do you have an app for this?",
-             "Sorry, unrelated, but can I get this in writing later?", "Before we go on, is this call recorded?")
-PARTIAL = ("Hmm, I'm not sure about all of that yet.", "Let me think... I can tell you part of it.")
-
-
-class OfflineUser:
-    """A scripted customer: reads the agent's last message and answers as its scenario's customer would.
-
-    It recognises what the agent is doing from the workflow's *agent examples* (nearest example,
-    values masked), then answers with the user node that follows it — the one its scenario's plan
-    calls for, else one whose condition its scenario satisfies. Personas add challenges: an
-    off-topic question, a partial answer, or correcting a value the agent got wrong. It says
-    :data:`STOP` after the agent's closing message, and gives up on loops and long conversations.
-    A message too far from every agent example (cosine below ``min_score``) is not understood.
-    """
-
-    min_score = 0.2
-
-    def __init__(self, workflow: Workflow, scenario: Scenario, path: Path, seed: int = 0, max_turns: int = 60):
-        self.workflow, self.scenario, self.path = workflow, scenario, path
-        self.matcher = NodeMatcher(workflow, role="agent")
-        self.plan = [n for n in path.nodes if workflow.nodes[n].role == "user"]
-        self.step = 0                          # how far along its plan the customer is
-        self.rng = random.Random(f"user:{seed}:{scenario.id}")
-        self.max_turns = max_turns
-        self.challenged = False
-        self.seen: list[str] = []
-
-    def respond(self, messages: list[dict]) -> UserTurn:
-        agent_text = messages[-1]["content"] if messages else ""
-        self.seen.append(agent_text)
-        if len(messages) >= self.max_turns:
-            return UserTurn(STOP, stop=True, reason="turn_limit")
-        if self.seen.count(agent_text) >= 3:
-            return UserTurn(STOP, stop=True, reason="loop")
-        match = self.matcher.match(agent_text, self.scenario.values)
-        if match.score < self.min_score:
-            return UserTurn(NOT_UNDERSTOOD)
-        node = match.node
-        if self.workflow.nodes[node].is_terminal:
-            return UserTurn(STOP, stop=True, reason=f"terminal:{self.workflow.nodes[node].terminal}")
-        wrong = self._wrong_value(agent_text)
-        if wrong and self.scenario.persona.challenge == "corrects_value":
-            name, value = wrong
-            return UserTurn(f"Sorry, that's not right: the {name.replace('_', ' ')} is {value}.", challenge=True)
-        challenge = self._challenge()
-        if challenge:
-            return challenge
-        reply_node = self._next_user_node(node)
-        if reply_node is None:
-            return UserTurn(NOT_UNDERSTOOD)
-        text = offline_turn(self.workflow, reply_node, self.scenario, False, self.rng)
-        ending = self.workflow.nodes[reply_node].terminal
-        if ending:                                   # the customer's own last word (e.g. walking away)
-            return UserTurn(text, stop=True, reason=f"terminal:{ending}")
-        return UserTurn(text)
-
-    def _next_user_node(self, agent_node: str) -> str | None:
-        successors = self.workflow.successors(agent_node)
-        targets = [e.target for e in successors]
-        for k in range(self.step, len(self.plan)):
-            if self.plan[k] in targets:
-                self.step = k + 1
-                return self.plan[k]
-        allowed = [e.target for e in successors if e.check is None or e.check.evaluate(self.scenario.values)]
-        return allowed[0] if allowed else None
-
-    def _wrong_value(self, text: str) -> tuple[str, Any] | None:
-        heard = extract_values(self.workflow, text)
-        for name, value in heard.items():
-            mine = self.scenario.values.get(name)
-            if name in self.workflow.variables and mine is not None and str(value) != str(mine) \
-                    and str(mine).lower() not in text.lower():
-                return name, mine
-        return None
-
-    def _challenge(self) -> UserTurn | None:
-        style = self.scenario.persona.challenge
-        if self.challenged or style not in ("off_topic", "partial_answers") or self.rng.random() > 0.35:
-            return None
-        self.challenged = True
-        return UserTurn(self.rng.choice(OFF_TOPIC if style == "off_topic" else PARTIAL), challenge=True)
-
-
-ROLE_PLAY = """You are role-playing a customer talking to a {title} assistant. Stay in character; never \
-mention that you are simulated. Your situation (use these facts exactly, reveal them naturally when asked):
-{facts}
-You are {persona}. Your goal in this conversation: {goal}
-Reply with only your next message. When the conversation has reached its end (your request is done, \
-handed over or abandoned), reply with exactly {stop}."""
-
-
-class LLMUser:
-    """A customer role-played by a model from the scenario and persona only (never the flowchart)."""
-
-    def __init__(self, workflow: Workflow, scenario: Scenario, path: Path, backend: Backend, max_turns: int = 60):
-        from .synthesis import _facts
-
-        end = workflow.nodes[path.nodes[-1]]
-        goal = {"success": "get your request completed", "abandonment": "you will end up not going ahead",
-                "escalation": "you will end up wanting a human colleague"}[end.terminal]
-        self.system = ROLE_PLAY.format(title=workflow.title.lower(), facts=_facts(scenario.values),
-                                       persona=scenario.persona.describe(), goal=goal, stop=STOP)
-        self.backend, self.max_turns, self.scenario = backend, max_turns, scenario
-
-    def respond(self, messages: list[dict]) -> UserTurn:
-        if len(messages) >= self.max_turns:
-            return UserTurn(STOP, stop=True, reason="turn_limit")
-        # the customer's view: the agent's turns are "user" messages to the role-playing model
-        flipped = [{"role": "user" if m["role"] == "assistant" else "assistant", "content": m["content"]}
-                   for m in messages] or [{"role": "user", "content": "(the assistant is waiting for you)"}]
-        completion = self.backend.complete(Request(system=self.system, messages=flipped, max_tokens=200,
-                                                   temperature=0.7, tag="simulator", sample=self.scenario.id))
-        text = completion.text.strip()
-        if STOP in text:
-            return UserTurn(STOP, stop=True, reason="user_ended", usage=completion.usage)
-        return UserTurn(text, usage=completion.usage)
 
 
 # --------------------------------------------------------------------------- conditions
@@ -258,57 +110,149 @@ class Subterranean(Condition):
 class Orchestrated(Condition):
     """A graph controller around a speaker: tracks the node, routes at hubs, injects the node prompt.
 
-    Routing reads only the conversation: the customer's reply is classified among the user nodes
-    that can follow the current agent node (nearest example), and where several agent nodes can
-    follow it the edge whose ``check`` holds for the values heard so far is taken. The speaker is
-    the small model (``agent``) with the node's prompt added to its system prompt, or — with no
-    model — the workflow's own example for that node, filled with the values heard so far.
+    Routing reads only the conversation. The customer's reply is classified among the replies the
+    graph expects after the current step (:func:`~subterra.conformance.read_reply`); when it gives
+    none of them — an off-topic question, a half answer, a correction — the controller stays and
+    asks again, as a router should. Where several steps can follow, the edge whose ``check`` holds
+    for what the customer said is taken, and a loop's back edge is taken at most once (the
+    workflow's own rule for paths). Values only the business knows (:func:`~subterra.conformance.lookups`:
+    the flight a search finds, the policy on file) come from the scenario, as from the business's
+    systems. A customer who is leaving gets a polite close.
+
+    The speaker is a small model (``agent``) given the node's prompt in its system prompt, or —
+    with no model — the workflow's own example sentences for the node (the *script*).
     """
 
     name = "orchestrated"
 
     def __init__(self, workflow: Workflow, agent=None, seed: int = 0):
         self.workflow, self.agent, self.seed = workflow, agent, seed
-        self.user_matcher = NodeMatcher(workflow, role="user")
+        self.lookups = lookups(workflow)
+        self.loops = back_edges(workflow)
         self.node: str | None = None
 
     def reset(self, scenario: Scenario) -> None:
-        self.node, self.scenario_id = None, scenario.id
+        self.node, self.scenario_id, self.scenario = None, scenario.id, scenario
+        self.taken: set[tuple[str, str]] = set()
+        self.again = False            # asking the current step again
+        self.leaving = False          # the customer is leaving mid-procedure
+        self.used: set[str] = set()   # the script's sentences said so far
+
+    def known(self, messages: list[dict]) -> dict[str, Any]:
+        """What the controller may use: values the customer said (later mentions win) and look-ups."""
+        said = extract_values(self.workflow, "\n".join(m["content"] for m in messages if m["role"] == "user"))
+        said = {k: v for k, v in said.items() if k not in self.lookups}
+        return {**said, **{k: v for k, v in self.scenario.values.items() if k in self.lookups}}
 
     def route(self, messages: list[dict]) -> str:
         wf = self.workflow
-        if self.node is None:
+        self.again = self.leaving = False
+        if self.node is None and wf.nodes[wf.start].role == "agent":
             return wf.start
-        heard = extract_values(wf, " ".join(m["content"] for m in messages))
-        reply = messages[-1]["content"] if messages else ""
-        users = [e.target for e in wf.successors(self.node)]
-        user_node = self.user_matcher.match(reply, heard, users).node if users else self.node
-        options = wf.successors(user_node) if wf.nodes[user_node].role == "user" else wf.successors(self.node)
-        for edge in options:
-            if edge.check is not None and edge.check.names <= set(heard) and _safe(edge.check, heard):
-                return edge.target
-        unconditioned = [e.target for e in options if e.check is None]
-        return (unconditioned or [e.target for e in options] or [self.node])[0]
+        reply = messages[-1]["content"] if messages and messages[-1]["role"] == "user" else ""
+        known = self.known(messages)
+        expected = [wf.start] if self.node is None else \
+            [e.target for e in wf.successors(self.node) if wf.nodes[e.target].role == "user"]
+        if not expected:                           # two agent steps in a row
+            return self.choose(self.node, known)
+        reading = read_reply(wf, reply, expected, known)
+        if self.node is not None and ((reading.answered and wf.nodes[reading.node].terminal) or
+                                      (not reading.answered and LEAVING.search(reply))):
+            self.leaving = True                    # the customer is ending the conversation
+            return self.node
+        if not reading.answered and self.node is not None:
+            self.again = True
+            return self.node
+        return self.choose(reading.node, known)
+
+    def choose(self, source: str, known: dict[str, Any]) -> str:
+        """The next agent step after ``source``: a check that holds, else a loop not yet taken, else the first."""
+        wf = self.workflow
+        options = [e for e in wf.successors(source) if wf.nodes[e.target].role == "agent"] or wf.successors(source)
+        if not options:
+            return self.node or wf.start
+        chosen = next((e for e in options if e.check is not None and e.check.names <= set(known)
+                       and _safe(e.check, known)), None)
+        if chosen is None:
+            open_ = [e for e in options if e.check is None and (e.source, e.target) not in self.taken]
+            chosen = (open_ or [e for e in options if e.check is None] or options)[0]
+        self.taken.add((chosen.source, chosen.target))
+        return chosen.target
 
     def respond(self, messages: list[dict]) -> AgentTurn:
         start = time.perf_counter()
         self.node = self.route(messages)
         node = self.workflow.nodes[self.node]
-        heard = extract_values(self.workflow, " ".join(m["content"] for m in messages))
+        known = self.known(messages)
         if self.agent is None:
-            rng = random.Random(f"orchestrated:{self.seed}:{self.scenario_id}:{len(messages)}")
-            text = _render_known(rng.choice(node.examples), heard)
+            text = self.script(messages, known)
             words = len(self.workflow.system_prompt.split()) + len(node.prompt.split()) + sum(
                 len(m["content"].split()) for m in messages)
             prompt, completion = approx_tokens(words), approx_tokens(len(text.split()))
         else:
-            system = f"{self.workflow.system_prompt}\nCurrent step: {_render_known(node.prompt, heard)}"
-            chat = [{"role": "system", "content": system}] + messages
+            chat = [{"role": "system", "content": self.system_prompt(known)}] + messages
             text = self.agent.reply(chat)
-            tok = self.agent.tokenizer
-            prompt, completion = count_tokens(tok, chat, text)
+            prompt, completion = count_tokens(self.agent.tokenizer, chat, text)
         return AgentTurn(text, prompt, completion, time.perf_counter() - start,
                          self_hosted_dollars(prompt, completion), node=self.node)
+
+    def system_prompt(self, known: dict[str, Any]) -> str:
+        """The small model's instructions for this turn: the one-line prompt and the current step."""
+        if self.leaving:
+            step = "The customer is leaving. Close the conversation politely in one sentence."
+        else:
+            step = _render_known(self.workflow.nodes[self.node].prompt, known)
+            if self.again:
+                step += " The customer has not answered this yet: reply briefly to what they said, then ask again."
+        return f"{self.workflow.system_prompt}\nCurrent step: {step}"
+
+    def script(self, messages: list[dict], known: dict[str, Any]) -> str:
+        """The workflow's own sentence for the step, filled from what is known (the offline speaker)."""
+        rng = random.Random(f"orchestrated:{self.seed}:{self.scenario_id}:{len(messages)}")
+        if self.leaving:
+            return rng.choice(CLOSINGS)
+        node = self.workflow.nodes[self.node]
+        fillable = [e for e in node.examples if slot_names(e) <= set(known)] or list(node.examples)
+        fresh = [e for e in fillable if e not in self.used] or fillable      # a step said again reads anew
+        template = rng.choice(fresh)
+        self.used.add(template)
+        text = _render_known(template, known)
+        if self.again:
+            text = rng.choice(ASK_AGAIN) + text
+        return text
+
+
+ASK_AGAIN = ("No problem. ", "Sure, happy to help with that. ", "Of course. ", "Thanks. ")
+CLOSINGS = ("I understand. Nothing has been changed, and you're welcome back any time. Goodbye!",
+            "No problem at all. If you'd like to pick this up later, just start a new chat. Take care!")
+
+
+class Oracle(Orchestrated):
+    """The harness's calibration: always a right next step, with the values the customer actually gave.
+
+    It is the script controller plus what only the business can know: where the graph leaves the
+    choice to the business (the bank declines the card, there is another fix worth trying) it takes
+    the step the scenario's path took. Whatever it loses is the harness's error, not an agent's.
+    """
+
+    name = "oracle"
+
+    def __init__(self, workflow: Workflow, seed: int = 0):
+        super().__init__(workflow, None, seed)
+        self.paths = {p.id: p for p in enumerate_paths(workflow)}
+
+    def reset(self, scenario: Scenario) -> None:
+        super().reset(scenario)
+        self.plan, self.at = list(self.paths[scenario.path_id].nodes), 0
+
+    def choose(self, source: str, known: dict[str, Any]) -> str:
+        targets = {e.target for e in self.workflow.successors(source)}
+        for k in range(self.at, len(self.plan) - 1):
+            if self.plan[k] == source and self.plan[k + 1] in targets:
+                self.at = k + 1
+                self.taken.add((source, self.plan[k + 1]))
+                return self.plan[k + 1]
+        return super().choose(source, known)
 
 
 def _safe(check, values) -> bool:
@@ -470,7 +414,7 @@ def load_transcripts(out_dir: str | FilePath, condition: str):
     return load_from_disk(str(FilePath(out_dir) / condition / "corpus"))
 
 
-CONDITIONS = ("subterranean", "orchestrated", "langgraph", "in_context")
+CONDITIONS = ("subterranean", "orchestrated", "langgraph", "in_context", "oracle")
 
 
 def follows_instructions(model_dir: str | FilePath) -> bool:
@@ -514,6 +458,8 @@ def build_conditions(names: Iterable[str], workflow: Workflow, model_dir: str | 
                 conditions.append(Subterranean(agent, workflow))
         elif name == "orchestrated":
             conditions.append(Orchestrated(workflow, speaker, seed))
+        elif name == "oracle":
+            conditions.append(Oracle(workflow, seed))
         elif frontier is None:
             skipped.append(f"{name}: needs a frontier model; set ANTHROPIC_API_KEY (or OPENAI_API_KEY) to run it")
         elif name == "in_context":

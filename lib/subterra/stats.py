@@ -360,10 +360,18 @@ def _criteria(df: pd.DataFrame, criteria, exclude: Sequence[str]) -> list[str]:
     return criteria
 
 
+def _empty_row(criterion: str, cond_a: str, cond_b: str, n: int, n_dropped: int) -> dict:
+    nan = float("nan")
+    return dict(criterion=criterion, condition_a=cond_a, condition_b=cond_b, mean_a=nan, mean_b=nan,
+                difference=nan, p=nan, d=nan, ci_low=nan, ci_high=nan, n=int(n), n_a=0, n_b=0,
+                n_dropped=int(n_dropped))
+
+
 def compare_conditions(scores: pd.DataFrame, criteria: Iterable[str] | None = None,
                        conditions: Sequence[str] | None = None, paired: bool = True, *,
                        n_resamples: int = 10_000, confidence: float = 0.95, seed: int | None = 0,
-                       condition_col: str = "condition", id_col: str = "scenario_id") -> pd.DataFrame:
+                       condition_col: str = "condition", id_col: str = "scenario_id",
+                       sparse: Iterable[str] = ()) -> pd.DataFrame:
     """Every criterion x condition pair tested, Holm-adjusted across the whole family, as a tidy table.
 
     ``scores`` is wide (one row per (condition, scenario_id), a numeric column per criterion; the two keys may
@@ -380,6 +388,10 @@ def compare_conditions(scores: pd.DataFrame, criteria: Iterable[str] | None = No
     ``p_holm`` applies :func:`holm` to all ``len(criteria) * C(len(conditions), 2)`` p-values at once;
     ``stars`` is read off ``p_holm``. Every comparison bootstraps with the same ``seed`` (common random
     numbers: a pair's CI does not depend on which other conditions are in the table).
+
+    ``sparse`` names criteria scored on some conversations only by design (Graceful Handling, where a
+    customer posed a challenge): their unscored rows are dropped without a warning, and a pair with too few
+    scores left gets a row of NaN (and no p-value in the Holm family) instead of an error.
 
     Columns: criterion, condition_a, condition_b, mean_a, mean_b, difference, p, p_holm, d, ci_low, ci_high, n,
     stars, n_a, n_b, n_dropped.
@@ -412,6 +424,9 @@ def compare_conditions(scores: pd.DataFrame, criteria: Iterable[str] | None = No
                 both = pd.concat([sa.rename("a"), sb.rename("b")], axis=1, join="inner").dropna()
                 a, b = both["a"].to_numpy(float), both["b"].to_numpy(float)
                 n_dropped = len(sa.index.union(sb.index)) - len(both)
+                if len(both) < 2 and criterion in sparse:
+                    rows.append(_empty_row(criterion, cond_a, cond_b, len(both), n_dropped))
+                    continue
                 if len(both) < 2:
                     raise ValueError(f"{where}: only {len(both)} scenario(s) scored under both; need at least 2")
                 test = wilcoxon_paired(a, b)
@@ -422,13 +437,16 @@ def compare_conditions(scores: pd.DataFrame, criteria: Iterable[str] | None = No
                 ra, rb = groups[cond_a][criterion], groups[cond_b][criterion]
                 a, b = ra.dropna().to_numpy(float), rb.dropna().to_numpy(float)
                 n_dropped = int(ra.isna().sum() + rb.isna().sum())
+                if (a.size == 0 or b.size == 0 or a.size + b.size < 3) and criterion in sparse:
+                    rows.append(_empty_row(criterion, cond_a, cond_b, a.size + b.size, n_dropped))
+                    continue
                 if a.size == 0 or b.size == 0 or a.size + b.size < 3:
                     raise ValueError(f"{where}: too few scored rows ({a.size} and {b.size})")
                 test = mann_whitney(a, b)
                 d = cohens_d(a, b)
                 ci = bootstrap_ci_diff(a, b, n_resamples=n_resamples, confidence=confidence, seed=seed)
                 n = a.size + b.size
-            if n_dropped:
+            if n_dropped and criterion not in sparse:
                 dropped_notes.append(f"{where}: {n_dropped}")
             rows.append(dict(criterion=criterion, condition_a=cond_a, condition_b=cond_b,
                              mean_a=float(a.mean()), mean_b=float(b.mean()),
@@ -440,7 +458,9 @@ def compare_conditions(scores: pd.DataFrame, criteria: Iterable[str] | None = No
         warnings.warn(f"compare_conditions dropped {what} (see column n_dropped): " + "; ".join(dropped_notes),
                       UserWarning, stacklevel=2)
     table = pd.DataFrame(rows)
-    table["p_holm"] = holm(table["p"].to_numpy())
+    tested = table["p"].notna().to_numpy()
+    table["p_holm"] = np.nan
+    table.loc[tested, "p_holm"] = holm(table.loc[tested, "p"].to_numpy())
     table["stars"] = [stars(p) for p in table["p_holm"]]
     return table[["criterion", "condition_a", "condition_b", "mean_a", "mean_b", "difference", "p", "p_holm",
                   "d", "ci_low", "ci_high", "n", "stars", "n_a", "n_b", "n_dropped"]]

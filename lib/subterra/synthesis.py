@@ -19,7 +19,7 @@ import random
 import re
 from dataclasses import dataclass, field
 from pathlib import Path as FilePath
-from typing import Any, Iterable
+from typing import Any, Iterable, Mapping, Sequence
 
 from .backends import Backend, Completion, Request, Usage, approx_tokens, get_backend, run_sync
 from .backends.cache import BudgetExceeded, CachedBackend
@@ -102,10 +102,15 @@ CHATTY_OPENERS = ("Okay. ", "Right. ", "Hi again! ", "Sure thing. ", "Hmm, let m
 CHATTY_CLOSERS = (" Thanks!", " Hope that makes sense.", " Thanks for your help.", " Appreciate it.")
 
 
-def offline_turn(workflow: Workflow, node_id: str, scenario: Scenario, first: bool, rng: random.Random) -> str:
-    """The offline stand-in for a teacher turn: a node example, filled and styled by persona."""
+def offline_turn(workflow: Workflow, node_id: str, scenario: Scenario, first: bool, rng: random.Random,
+                 examples: Sequence[str] | None = None, values: Mapping[str, Any] | None = None) -> str:
+    """The offline stand-in for a teacher turn: a node example, filled and styled by persona.
+
+    ``examples`` narrows the choice of template (default: all of the node's), ``values`` fills it
+    (default: the scenario's).
+    """
     node = workflow.nodes[node_id]
-    text = render(rng.choice(node.examples), scenario.values)
+    text = render(rng.choice(list(examples or node.examples)), scenario.values if values is None else values)
     if node.role == "agent":
         if not first and not node.is_terminal:
             text = rng.choice(AGENT_OPENERS) + text
