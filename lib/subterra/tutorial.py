@@ -12,6 +12,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterable, Mapping
 
+INLINE_BACKEND = "module://matplotlib_inline.backend_inline"
+
 
 def notebooks_dir() -> Path:
     return Path(os.environ.get("SUBTERRA_NOTEBOOKS") or Path(__file__).resolve().parents[2] / "notebooks")
@@ -49,7 +51,8 @@ def run_notebook(notebook: Path, out_dir: Path, settings: Mapping[str, str] | No
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     nb = nbformat.read(notebook, as_version=4)
-    env = {"SUBTERRA_OUTPUTS": str(out_dir.parent.resolve()), "MPLBACKEND": "Agg", **(settings or {})}
+    # the inline backend, whatever the calling shell set: plt.show() puts each figure into the executed copy
+    env = {"SUBTERRA_OUTPUTS": str(out_dir.parent.resolve()), "MPLBACKEND": INLINE_BACKEND, **(settings or {})}
     with _environment(env):
         NotebookClient(nb, timeout=timeout, kernel_name="python3",
                        resources={"metadata": {"path": str(notebook.parent)}}).execute()

@@ -7,6 +7,7 @@ pyvis's CDN references are removed, so it opens with no network access.
 from __future__ import annotations
 
 import html
+import json
 import re
 from pathlib import Path as FilePath
 from typing import Iterable, Mapping
@@ -18,11 +19,20 @@ from .workflow import Workflow
 
 ROLE_COLOURS = {"agent": "#4C72B0", "user": "#DD8452"}
 TERMINAL_COLOURS = {"success": "#55A868", "abandonment": "#8C8C8C", "escalation": "#C44E52"}
-FADED = "#E6E6E6"
+FADED = "#F0F0F0"          # nodes off the highlighted path: pale, their labels still readable
+FADED_TEXT = "#707070"
 HIGHLIGHT = "#F2B701"
+# Layout at the scale a person reads it (1 canvas px = 1 screen px): labels wrap at LABEL_WIDTH, levels
+# LEVEL_SEPARATION apart, so the 55-node insurance graph is drawn tall instead of shrunk.
+FONT_SIZE = 14
+LABEL_WIDTH = 140
+NODE_SPACING = 160
+LEVEL_SEPARATION = 80
+LEGEND_HEIGHT = 56         # px above the canvas (room for the legend to wrap onto a second line)
 
 _REMOTE_TAG = re.compile(r"<(?:link|script)\b[^>]*\b(?:href|src)\s*=\s*[\"']https?://[^>]*>(?:\s*</script>)?",
                          re.IGNORECASE | re.DOTALL)
+_EMPTY_TITLE = re.compile(r"<center>\s*<h1>\s*</h1>\s*</center>")
 
 
 def node_colour(workflow: Workflow, node_id: str) -> str:
@@ -43,38 +53,79 @@ def _levels(workflow: Workflow) -> dict[str, int]:
     return level
 
 
+def graph_height(workflow: Workflow) -> int:
+    """Canvas pixels that hold every level at full scale (vis-network fits with a 10% margin)."""
+    return int(1.1 * (max(_levels(workflow).values()) * LEVEL_SEPARATION + 60)) + 20
+
+
+def _legend(path: Path | None) -> str:
+    def swatch(colour: str, shape: str = "box", border: str | None = None) -> str:
+        radius = "8px" if shape == "round" else "3px"
+        return (f'<span style="display:inline-block;width:22px;height:13px;border-radius:{radius};'
+                f'background:{colour};border:2px solid {border or colour};vertical-align:-2px"></span>')
+
+    def line(style: str) -> str:
+        return f'<span style="display:inline-block;width:26px;border-top:{style};vertical-align:4px"></span>'
+
+    items = [(swatch(ROLE_COLOURS["agent"]), "agent turn"), (swatch(ROLE_COLOURS["user"], "round"), "customer turn")]
+    items += [(swatch(colour), f"ends: {kind}") for kind, colour in TERMINAL_COLOURS.items()]
+    items.append((line("2px dashed #888"), "loop back"))
+    if path is not None:
+        items += [(line(f"4px solid {HIGHLIGHT}"), f"path {html.escape(path.id)} (numbers: its turns)"),
+                  (swatch("#FFFFFF", border=HIGHLIGHT), "current turn")]
+    cells = "".join(f'<span style="white-space:nowrap;margin-right:14px">{mark} {text}</span>' for mark, text in items)
+    return (f'<div class="legend" style="font:13px/22px sans-serif;color:#333;height:{LEGEND_HEIGHT - 8}px;'
+            f'padding:4px 6px;overflow:hidden">{cells}</div>')
+
+
 def graph_html(workflow: Workflow, path: Path | None = None, current: int | None = None,
-               height: str = "640px") -> str:
-    """A standalone HTML page drawing the workflow, with ``path`` (and its step ``current``) highlighted."""
+               height: str | None = None) -> str:
+    """A standalone HTML page drawing the workflow, with ``path`` (and its step ``current``) highlighted.
+
+    Agent turns are square boxes, customer turns round ones, terminals coloured by how they end; a legend says so.
+    ``height`` (CSS) defaults to what the workflow needs at full scale, so labels are readable unzoomed.
+    """
     from pyvis.network import Network
 
+    height = height or f"{graph_height(workflow)}px"
     net = Network(height=height, width="100%", directed=True, cdn_resources="in_line", notebook=False)
-    on_path = set(path.nodes) if path else set()
+    turns: dict[str, list[int]] = {}
+    for i, node_id in enumerate(path.nodes if path else []):
+        turns.setdefault(node_id, []).append(i + 1)
     path_edges = set(path.edges) if path else set()
-    current_node = path.nodes[current] if path is not None and current is not None else None
+    stepping = path is not None and current is not None and 0 <= current < len(path)
+    current_node = path.nodes[current] if stepping else None
     loops = back_edges(workflow)
     for node_id, level in _levels(workflow).items():
         node = workflow.nodes[node_id]
-        colour = node_colour(workflow, node_id)
-        if path and node_id not in on_path:
-            colour = FADED
+        shown = path is None or node_id in turns
+        colour = node_colour(workflow, node_id) if shown else FADED
+        label = f"{', '.join(map(str, turns[node_id]))} · {node.label}" if node_id in turns else node.label
         title = f"{node.label} ({node.role}{', ' + node.terminal if node.terminal else ''})\n\n{node.prompt}"
-        net.add_node(node_id, label=node.label, title=title, level=level,
-                     color={"background": colour, "border": HIGHLIGHT if node_id == current_node else colour},
+        border = HIGHLIGHT if node_id == current_node else (colour if shown else "#C8C8C8")
+        net.add_node(node_id, label=label, title=title, level=level, margin=8,
+                     color={"background": colour, "border": border,
+                            "highlight": {"background": colour, "border": "#333333"}},
                      borderWidth=6 if node_id == current_node else 1,
-                     shape="box" if node.role == "agent" else "ellipse",
-                     font={"color": "#ffffff" if colour != FADED else "#999999"})
-    for edge in workflow.edges:
+                     shape="box", shapeProperties={"borderRadius": 3 if node.role == "agent" else 16},
+                     widthConstraint={"maximum": LABEL_WIDTH},
+                     font={"color": "#FFFFFF" if shown else FADED_TEXT, "size": FONT_SIZE, "face": "sans-serif"})
+    # the path's edges last, so they are drawn over the others
+    for edge in sorted(workflow.edges, key=lambda e: (e.source, e.target) in path_edges):
         key = (edge.source, edge.target)
         on = key in path_edges
         net.add_edge(edge.source, edge.target, title=edge.when or "", dashes=key in loops,
-                     color=HIGHLIGHT if on else ("#BBBBBB" if path else "#888888"), width=4 if on else 1,
+                     color=HIGHLIGHT if on else ("#C8C8C8" if path else "#888888"), width=5 if on else 1.5,
                      smooth={"type": "curvedCW", "roundness": 0.3} if key in loops else False)
-    net.set_options("""{"layout": {"hierarchical": {"enabled": true, "direction": "UD",
-                        "levelSeparation": 90, "nodeSpacing": 160}},
-                        "physics": {"enabled": false}, "interaction": {"hover": true}}""")
-    page = net.generate_html(notebook=False)
-    return _REMOTE_TAG.sub("", page)
+    net.set_options(json.dumps({
+        "layout": {"hierarchical": {"enabled": True, "direction": "UD", "levelSeparation": LEVEL_SEPARATION,
+                                    "nodeSpacing": NODE_SPACING, "treeSpacing": NODE_SPACING}},
+        "physics": {"enabled": False},
+        # no zoom on the mouse wheel: it would take the page's scrolling over; drag to pan, hover for prompts
+        "interaction": {"hover": True, "zoomView": False, "dragNodes": False}}))
+    page = _EMPTY_TITLE.sub("", _REMOTE_TAG.sub("", net.generate_html(notebook=False)))
+    style = "<style>body{margin:0} #mynetwork{border:none !important}</style>"
+    return page.replace("</head>", style + "</head>", 1).replace("<body>", "<body>" + _legend(path), 1)
 
 
 def save_graph(workflow: Workflow, file: str | FilePath, path: Path | None = None) -> FilePath:
@@ -85,17 +136,44 @@ def save_graph(workflow: Workflow, file: str | FilePath, path: Path | None = Non
     return file
 
 
-def show_graph(workflow: Workflow, path: Path | None = None, current: int | None = None,
-               height: int = 520):
-    """Display the graph inline in Jupyter (an iframe holding the self-contained page)."""
-    from IPython.display import HTML
+class GraphView:
+    """What :func:`show_graph` returns: Jupyter displays it as an iframe holding the offline page."""
 
-    return HTML(_iframe(graph_html(workflow, path, current, height=f"{height - 20}px"), height))
+    def __init__(self, page: str, height: int):
+        self.page, self.height = page, height
+
+    def _repr_html_(self) -> str:
+        return _iframe(self.page, self.height)
+
+
+def show_graph(workflow: Workflow, path: Path | None = None, current: int | None = None,
+               height: int | None = None) -> GraphView:
+    """Display the graph inline in Jupyter, tall enough to read every label without zooming."""
+    canvas = (height - LEGEND_HEIGHT) if height else graph_height(workflow)
+    return GraphView(graph_html(workflow, path, current, height=f"{canvas}px"), canvas + LEGEND_HEIGHT + 4)
+
+
+def graph_frame(workflow: Workflow, path: Path | None = None, current: int | None = None) -> str:
+    """The graph as an iframe element, for an ipywidgets HTML view."""
+    canvas = graph_height(workflow)
+    return _iframe(graph_html(workflow, path, current, height=f"{canvas}px"), canvas + LEGEND_HEIGHT + 4)
 
 
 def _iframe(page: str, height: int) -> str:
     return (f'<iframe srcdoc="{html.escape(page, quote=True)}" style="width:100%;height:{height}px;'
             'border:1px solid #ddd"></iframe>')
+
+
+def turns_html(workflow: Workflow, path: Path, current: int | None = None) -> str:
+    """The path's turns in order, one chip each (agent blue, customer orange), the current one outlined."""
+    chips = []
+    for i, node_id in enumerate(path.nodes):
+        node = workflow.nodes[node_id]
+        background = "#E3EBF7" if node.role == "agent" else "#FBE5D6"
+        border = f"2px solid {HIGHLIGHT}" if i == current else "1px solid #D0D0D0"
+        chips.append(f'<span class="turn" style="display:inline-block;margin:2px;padding:1px 7px;border-radius:9px;'
+                     f'background:{background};border:{border}">{i + 1} · {html.escape(node.label)}</span>')
+    return f'<div class="turns" style="line-height:1.9">{"".join(chips)}</div>'
 
 
 class PathBrowser:
@@ -117,6 +195,7 @@ class PathBrowser:
         self.length = w.IntRangeSlider(description="turns", min=1, max=1, value=(1, 1))
         self.path = w.Dropdown(description="path")
         self.step = w.IntSlider(description="step", min=0, max=0)
+        self.turns_view = w.HTML()
         self.node_view = w.HTML()
         self.graph_view = w.HTML()
         self.summary = w.HTML()
@@ -126,7 +205,8 @@ class PathBrowser:
         self.path.observe(lambda _: self._on_path(), "value")
         self.step.observe(lambda _: self._render(), "value")
         self.widget = w.VBox([w.HBox([self.domain, self.kind, self.length]), self.summary,
-                              w.HBox([self.path, self.step]), self.node_view, self.graph_view])
+                              w.HBox([self.path, self.step]), self.turns_view, self.node_view, self.graph_view])
+        self.widget.add_class("subterra-path-browser")
         self._on_domain()
 
     @property
@@ -171,15 +251,17 @@ class PathBrowser:
         path = self.current_path
         if path is None:
             self.node_view.value = "<i>No path matches these filters.</i>"
+            self.turns_view.value = ""
             self.graph_view.value = ""
             return
         node = self.workflow.nodes[path.nodes[self.step.value]]
         examples = "".join(f"<li>{html.escape(e)}</li>" for e in node.examples)
+        self.turns_view.value = turns_html(self.workflow, path, self.step.value)
         self.node_view.value = (
             f"<h4>Turn {self.step.value + 1}/{len(path)}: {html.escape(node.label)} "
             f"<small>({node.role}{', ' + node.terminal if node.terminal else ''})</small></h4>"
             f"<p><b>Prompt</b>: {html.escape(node.prompt)}</p><p><b>Examples</b></p><ul>{examples}</ul>")
-        self.graph_view.value = _iframe(graph_html(self.workflow, path, self.step.value, "460px"), 480)
+        self.graph_view.value = graph_frame(self.workflow, path, self.step.value)
 
 
 def plot_path_lengths(workflows: Iterable[Workflow], ax=None):
@@ -196,6 +278,15 @@ def plot_path_lengths(workflows: Iterable[Workflow], ax=None):
                  element="step", ax=ax)
     ax.set(title="Turns per path", xlabel="turns (messages) in a path", ylabel="% of the domain's paths")
     return ax
+
+
+def _bubble(role: str, text: str, caption: str | None = None) -> str:
+    """One message: the agent's on the left in blue, the customer's on the right in orange; a caption under it."""
+    align, colour = ("left", "#EEF3FB") if role == "assistant" else ("right", "#FCEFE6")
+    under = f'<br><small style="color:#888">{html.escape(caption)}</small>' if caption else ""
+    return (f'<div class="message {role}" style="text-align:{align};margin:4px"><span style="display:inline-block;'
+            f'background:{colour};padding:6px 10px;border-radius:8px;max-width:85%">{html.escape(text)}</span>'
+            f'{under}</div>')
 
 
 class TranscriptBrowser:
@@ -218,9 +309,12 @@ class TranscriptBrowser:
         self.graph_view = w.HTML()
         self.dialogue.observe(lambda _: self._on_dialogue(), "value")
         self.step.observe(lambda _: self._render(), "value")
-        self.widget = w.VBox([w.HBox([self.dialogue, self.step]), w.HBox([self.transcript, self.graph_view])])
-        self.transcript.layout.width = "45%"
-        self.graph_view.layout.width = "55%"
+        # side by side where there is room, the graph under the transcript where there is not
+        self.transcript.layout = w.Layout(flex="1 1 340px", min_width="300px")
+        self.graph_view.layout = w.Layout(flex="1 1 600px", min_width="560px")
+        self.widget = w.VBox([w.HBox([self.dialogue, self.step]),
+                              w.Box([self.transcript, self.graph_view], layout=w.Layout(flex_flow="row wrap"))])
+        self.widget.add_class("subterra-transcript-browser")
         self._on_dialogue()
 
     @property
@@ -238,19 +332,15 @@ class TranscriptBrowser:
         parts = [f"<p><i>system:</i> {html.escape(row['messages'][0]['content'])}</p>"]
         for i, (message, node_id) in enumerate(zip(turns[:upto], row["nodes"][:upto])):
             node = self.workflow.nodes.get(node_id)
-            label = node.label if node else node_id
-            align, colour = ("left", "#EEF3FB") if message["role"] == "assistant" else ("right", "#FCEFE6")
-            parts.append(f'<div style="text-align:{align};margin:4px"><span style="display:inline-block;'
-                         f'background:{colour};padding:6px 10px;border-radius:8px;max-width:85%">'
-                         f'{html.escape(message["content"])}</span><br><small style="color:#888">'
-                         f'turn {i + 1} · {html.escape(label)}</small></div>')
+            label = node.label if node else (node_id or "no node")   # a turn that performed no node
+            parts.append(_bubble(message["role"], message["content"], f"turn {i + 1} · {label}"))
         return "".join(parts)
 
     def _render(self) -> None:
         self.transcript.value = self.transcript_html(self.step.value)
         path = self._paths.get(self.row["path_id"])
         if path is not None:
-            self.graph_view.value = _iframe(graph_html(self.workflow, path, self.step.value - 1, "440px"), 460)
+            self.graph_view.value = graph_frame(self.workflow, path, self.step.value - 1)
 
 
 class ChatBox:
@@ -274,6 +364,7 @@ class ChatBox:
         self.entry.observe(lambda change: self.say(change["new"]) if change["new"] else None, "value")
         self.reset_button.on_click(lambda _: self.reset(greet))
         self.widget = w.VBox([self.log, w.HBox([self.entry, self.send, self.reset_button])])
+        self.widget.add_class("subterra-chat-box")
         self.reset(greet)
 
     def reset(self, greet: bool = True) -> None:
@@ -301,8 +392,5 @@ class ChatBox:
     def _render(self) -> None:
         bubbles = []
         for m in self.messages:
-            align, colour = ("left", "#EEF3FB") if m["role"] == "assistant" else ("right", "#FCEFE6")
-            bubbles.append(f'<div style="text-align:{align};margin:4px"><span style="display:inline-block;'
-                           f'background:{colour};padding:6px 10px;border-radius:8px;max-width:80%">'
-                           f'{html.escape(m["content"])}</span></div>')
+            bubbles.append(_bubble(m["role"], m["content"]))
         self.log.value = (f"<p><i>system:</i> {html.escape(self.system_prompt)}</p>" + "".join(bubbles))
