@@ -81,3 +81,30 @@ def test_chat_box_gives_the_agent_the_one_line_prompt_and_the_conversation_only(
                and all(x["role"] != "system" for x in m[1:]) for m in echo.seen)
     box.reset()
     assert len(box.messages) == 1
+
+
+def test_graph_is_drawn_at_full_size_with_a_legend_and_no_warning():
+    import warnings
+
+    from subterra import show_graph
+    from subterra.views import LEVEL_SEPARATION, graph_height
+
+    wf = load_domain("insurance")
+    path = max(enumerate_paths(wf), key=len)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")                 # IPython warns about HTML that is only an iframe
+        shown = show_graph(wf, path, current=0)._repr_html_()
+    assert shown.startswith("<iframe") and graph_height(wf) > 26 * LEVEL_SEPARATION   # 27 levels, unshrunk
+    page = graph_html(wf, path)
+    for entry in ("agent turn", "customer turn", "ends: success", "ends: abandonment", "ends: escalation",
+                  "loop back", f"path {path.id}"):
+        assert entry in page
+    assert '"label": "1 \\u00b7 Greeting"' in page                # the path's turns numbered (JSON-escaped ·)
+
+
+def test_path_browser_lists_the_turns_of_the_chosen_path():
+    browser = PathBrowser([load_domain("travel")])
+    browser.path.value = browser.path.options[5][1]
+    path, wf = browser.current_path, load_domain("travel")
+    assert browser.turns_view.value.count('class="turn"') == len(path)
+    assert f"{len(path)} · {wf.nodes[path.nodes[-1]].label}" in browser.turns_view.value
