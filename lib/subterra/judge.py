@@ -245,13 +245,15 @@ class OfflineJudge:
     def task_success(self, t: dict, values: dict, agent: list[str]) -> tuple[int, str]:
         """5 right ending on a valid path; 4 right ending with one off-graph step; 3 right ending otherwise;
         2 no ending but more than half the path's agent steps reached; 1 otherwise. A customer who left
-        half-way (``gave_up``) ends the task: 5, 4 or 3 by the off-graph steps before they left."""
+        half-way (``gave_up``) ends the task: 5, 4 or 3 by the off-graph steps before they left, and 3 if the
+        assistant did not close but carried on with the procedure."""
         nodes = t["trace_nodes"]
         if t["stop_reason"] == "gave_up":
             before = nodes[:-1] if nodes and t["messages"][-1]["role"] == "assistant" else nodes
             invalid = len(invalid_steps(self.workflow, before))
-            return 5 - min(invalid, 2), \
-                f"the customer left half-way; {invalid} off-graph step(s) before"
+            if not self._let_go(t):
+                return 3, "the customer left and the assistant did not close the conversation"
+            return 5 - min(invalid, 2), f"the customer left half-way; {invalid} off-graph step(s) before"
         invalid = len(invalid_steps(self.workflow, nodes))
         if t["right_ending"]:
             score = 5 if invalid == 0 else 4 if invalid == 1 else 3
@@ -309,17 +311,20 @@ class OfflineJudge:
         if not t["challenged"]:
             return None, "the customer posed no challenge"
         if t["stop_reason"] == "gave_up":
-            last = t["messages"][-1]
-            if last["role"] != "assistant":
-                return 2, "the customer left and the assistant said nothing"
-            match = matcher_for(self.workflow, "agent").match(last["content"])
-            carried_on = match.score >= ANSWER_SCORE and not self.workflow.nodes[match.node].is_terminal
-            return (2, "carried on with the procedure after the customer left") if carried_on else \
-                   (5, "let the customer go politely")
+            return (5, "let the customer go politely") if self._let_go(t) else \
+                   (2, "carried on with the procedure after the customer left")
         if t["right_ending"]:
             return (5, "recovered and finished on the procedure") if t["valid_path"] else \
                    (4, "recovered with detours")
         return 2, "the challenge derailed the conversation"
+
+    def _let_go(self, t: dict) -> bool:
+        """After a customer left: the assistant's last turn closes, rather than performing a procedure step."""
+        last = t["messages"][-1] if t["messages"] else None
+        if last is None or last["role"] != "assistant":
+            return False
+        match = matcher_for(self.workflow, "agent").match(last["content"])
+        return match.score < ANSWER_SCORE or self.workflow.nodes[match.node].is_terminal
 
     def naturalness(self, t: dict, values: dict, agent: list[str]) -> tuple[int, str]:
         """Penalties: empty or one-word turns, turns over 120 words, template artefacts (a {slot}, a special

@@ -1,0 +1,256 @@
+"""Notebooks 05-06: the evaluation harness — customer, controller, judge — each fault found in a transcript,
+and the oracle that calibrates them all (whatever it loses is the harness's error, not an agent's)."""
+
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from subterra import enumerate_paths, load_domain, parse_workflow
+from subterra.conformance import conformance, extract_values, lookups
+from subterra.customer import OFF_TOPIC, STOP, OfflineUser
+from subterra.judge import CRITERIA, FAILURE_THRESHOLD, OfflineJudge
+from subterra.scenarios import CHALLENGES, Persona
+from subterra.simulation import Oracle, Orchestrated, converse, evaluation_scenarios, simulate
+from subterra.workflow import DOMAINS
+
+HERE = Path(__file__).parent
+OWN_WORKFLOW = HERE / "workflows" / "restaurant.yaml"      # written for this test, not shipped in data/
+
+
+@pytest.fixture(scope="module")
+def travel():
+    return load_domain("travel")
+
+
+def scenario_for(workflow, challenge: str, path_nodes: tuple[str, ...] | None = None, k: int = 0):
+    paths = {p.id: p for p in enumerate_paths(workflow)}
+    for s in evaluation_scenarios(workflow, 200):
+        if path_nodes is None or paths[s.path_id].nodes[:len(path_nodes)] == path_nodes:
+            if k == 0:
+                return replace(s, persona=Persona("polite", "plain", challenge)), paths[s.path_id]
+            k -= 1
+    raise AssertionError("no such scenario")
+
+
+def greet(text="Hi there! I can find and book flights for you. Where are you hoping to go, and when?"):
+    return [{"role": "assistant", "content": text}]
+
+
+# --------------------------------------------------------------------------- what a listener hears
+
+def test_a_value_inside_a_longer_value_or_a_word_is_not_heard(travel):
+    heard = extract_values(travel, "Let's look at February 6, please. So nice of you! It's $1,010 in total.")
+    assert heard == {"new_date": "February 6"}                  # no party of 6, no trip to Nice, no 1 traveller
+    assert extract_values(travel, "A trip to Nice for 6 of us, about $1010.")["destination"] == "Nice"
+    said = extract_values(travel, "I said Porto by mistake, it's Lisbon.")
+    assert said["destination"] == "Lisbon"                      # the later mention counts
+    offer = "Top result is Emirates flight 1045 at 9:40 am, $2700 in total."
+    assert "budget" in extract_values(travel, offer)            # 2700 is in both pools...
+    assert "budget" not in extract_values(travel, offer, names={"airline", "price", "flight_number"})
+
+
+def test_values_only_the_business_knows_are_found_from_the_graph(travel):
+    assert lookups(travel) == {"airline", "flight_number", "departure_time", "price", "booking_ref"}
+    assert lookups(load_domain("zoom")) == {"feature", "ticket_id"}
+    assert "policy" in lookups(load_domain("insurance")) and "policy_number" not in lookups(load_domain("insurance"))
+
+
+# --------------------------------------------------------------------------- the customer
+
+def test_an_off_topic_question_comes_before_the_answer_not_instead_of_it(travel):
+    # found: after "do you have an app for this?" the customer never stated its trip at all
+    scenario, path = scenario_for(travel, "off_topic")
+    user = OfflineUser(travel, scenario, path)
+    user.challenge_due = 0
+    reply = user.respond(greet())
+    assert reply.challenge and any(reply.text.startswith(q) for q in OFF_TOPIC)
+    values = scenario.values
+    assert values["destination"] in reply.text and values["origin"] in reply.text
+
+
+def test_the_customer_chooses_what_it_was_offered(travel):
+    # found: offered an Emirates flight, the customer answered "Ok LATAM it is" (its scenario's airline)
+    # and picked "the 9:40 am departure" that nobody offered
+    scenario, path = scenario_for(travel, "none", ("greet", "trip_request", "offer_flights", "choose_flight"))
+    user = OfflineUser(travel, scenario, path)
+    trip = user.respond(greet()).text
+    v = scenario.values
+    offer = f"For {v['origin']} to {v['destination']} I'd recommend Emirates 1045. It departs at 6:10 am and costs $510."
+    replies = set()
+    for k in range(12):
+        user = OfflineUser(travel, scenario, path, seed=k)
+        user.respond(greet())
+        messages = greet() + [{"role": "user", "content": trip}, {"role": "assistant", "content": offer}]
+        replies.add(user.respond(messages).text)
+    said = " ".join(replies)
+    assert scenario.values["airline"] != "Emirates" and scenario.values["airline"] not in said
+    assert scenario.values["departure_time"] not in said.replace("6:10 am", "")
+    assert "Emirates" in said or "1045" in said or "6:10 am" in said
+
+
+def test_the_customer_corrects_a_wrong_value_whatever_its_persona(travel):
+    scenario, path = scenario_for(travel, "none", ("greet", "trip_request", "offer_flights", "choose_flight"))
+    user = OfflineUser(travel, scenario, path)
+    trip = user.respond(greet()).text
+    wrong = next(c for c in travel.values_of("destination") if c != scenario.values["destination"])
+    offer = f"Good news! Emirates flight 1045 leaves {scenario.values['origin']} at 6:10 am and flies straight to {wrong}."
+    reply = user.respond(greet() + [{"role": "user", "content": trip}, {"role": "assistant", "content": offer}])
+    assert reply.challenge and scenario.values["destination"] in reply.text and "not right" in reply.text
+
+
+@pytest.mark.parametrize("challenge", [c for c in CHALLENGES if c != "none"])
+def test_every_persona_poses_its_challenge_and_the_oracle_still_finishes(travel, challenge):
+    scenario, path = scenario_for(travel, challenge, ("greet", "trip_request", "offer_flights", "choose_flight"))
+    t = converse(Oracle(travel), OfflineUser(travel, scenario, path), travel, scenario, path)
+    assert t.challenged, t.messages
+    verdict = OfflineJudge(travel).score(_row(t))
+    assert all(verdict.scores[c] == 5 for c in CRITERIA), (verdict.reasons, t.messages)
+    if challenge == "gives_up":
+        assert t.stop_reason == "gave_up" and "Goodbye" in t.messages[-1]["content"] + " Goodbye"
+
+
+def test_a_slip_is_put_right_in_the_next_message(travel):
+    scenario, path = scenario_for(travel, "corrects_earlier", ("greet", "trip_request", "offer_flights"))
+    t = converse(Oracle(travel), OfflineUser(travel, scenario, path), travel, scenario, path)
+    customer = [m["content"] for m in t.messages if m["role"] == "user"]
+    fix = next(k for k, text in enumerate(customer) if text.startswith("Sorry, I said"))
+    assert fix >= 1
+    wrong, meant = customer[fix].split("Sorry, I said ")[1].split(" by mistake, it's ")
+    assert wrong in customer[fix - 1] and meant.split(". ")[0] in str(scenario.values.values())
+
+
+# --------------------------------------------------------------------------- the controller
+
+def test_the_controller_asks_again_when_nothing_matched(travel):
+    # found: the controller moved on as if answered and froze a card whose owner had not yet given a name
+    scenario, path = scenario_for(travel, "none")
+    controller = Orchestrated(travel)
+    controller.reset(scenario)
+    first = controller.respond([])
+    assert controller.node == "greet"
+    messages = [{"role": "assistant", "content": first.text},
+                {"role": "user", "content": "Quick question first: do you have an app for this?"}]
+    again = controller.respond(messages)
+    assert again.node == "greet" and again.text != first.text
+    messages += [{"role": "assistant", "content": again.text},
+                 {"role": "user", "content": "Hmm, I'm not sure about all of that yet. The destination is Hobart."}]
+    assert controller.respond(messages).node == "greet"          # half an answer: still asking
+    messages += [{"role": "assistant", "content": "..."},
+                 {"role": "user", "content": "From Doha to Hobart on March 11, 2 travellers, economy."}]
+    assert controller.respond(messages).node == "offer_flights"
+
+
+def test_the_controller_states_looked_up_values_never_a_placeholder(travel):
+    # found: the controller wrote "the address", "the name" where only the business knows the value
+    scenario, path = scenario_for(travel, "none", ("greet", "trip_request", "offer_flights"))
+    controller = Orchestrated(travel)
+    controller.reset(scenario)
+    v = scenario.values
+    messages = [{"role": "assistant", "content": controller.respond([]).text},
+                {"role": "user", "content": f"From {v['origin']} to {v['destination']} on {v['travel_date']}, "
+                                            f"{v['travellers']} travellers, {v['cabin']}."}]
+    offer = controller.respond(messages)
+    assert offer.node == "offer_flights" and "the airline" not in offer.text and "the price" not in offer.text
+    assert str(v["price"]) in offer.text or v["airline"] in offer.text or str(v["flight_number"]) in offer.text
+
+
+def test_a_loop_is_taken_once_then_the_procedure_moves_on():
+    # found (Zoom): after a second "still failing" the controller explained the same fix again instead of
+    # escalating, and the customer, following its own plan, was pushed off it
+    zoom = load_domain("zoom")
+    scenario, path = scenario_for(zoom, "none")
+    controller = Orchestrated(zoom)
+    controller.reset(scenario)
+    controller.node = "still_failing"
+    assert controller.choose("still_failing", {}) == "explain_fix"
+    assert controller.choose("still_failing", {}) == "collect_details"
+
+
+# --------------------------------------------------------------------------- the judge
+
+def _row(t):
+    from dataclasses import asdict
+    return asdict(t)
+
+
+def test_an_invented_flight_is_judged_for_consistency_not_against_the_scenario(travel):
+    # found: the offline judge counted 12 "wrong values" against an agent that could not know the flight
+    scenario, path = scenario_for(travel, "none", ("greet", "trip_request", "offer_flights", "choose_flight"))
+    t = _row(converse(Oracle(travel), OfflineUser(travel, scenario, path), travel, scenario, path))
+    judge = OfflineJudge(travel)
+    assert judge.score(t).scores["information_accuracy"] == 5
+    v = scenario.values
+    other = next(a for a in travel.values_of("airline") if a != v["airline"])
+    invented = dict(t, messages=[dict(m, content=m["content"].replace(v["airline"], other))
+                                 if m["role"] == "assistant" else m for m in t["messages"]])
+    verdict = judge.score(invented)
+    assert verdict.scores["information_accuracy"] == 5 and verdict.scores["consistency"] == 5
+    agent_turns = [k for k, m in enumerate(t["messages"]) if m["role"] == "assistant" and v["airline"] in m["content"]]
+    assert len(agent_turns) >= 2
+    late = agent_turns[-1]                                  # the agent changes its own flight half-way
+    changed = dict(t, messages=[dict(m, content=m["content"].replace(v["airline"], other)) if k == late else m
+                                for k, m in enumerate(t["messages"])])
+    assert judge.score(changed).scores["consistency"] < 5
+
+
+def test_graceful_handling_sees_an_agent_that_carries_on_after_the_customer_left(travel):
+    scenario, path = scenario_for(travel, "gives_up")
+    t = _row(converse(Oracle(travel), OfflineUser(travel, scenario, path), travel, scenario, path))
+    judge = OfflineJudge(travel)
+    assert t["stop_reason"] == "gave_up" and judge.score(t).scores["graceful_handling"] == 5
+    offer = travel.nodes["offer_flights"].examples[3]
+    from subterra.workflow import render
+    stubborn = dict(t, messages=t["messages"][:-1] + [{"role": "assistant", "content": render(offer, scenario.values)}])
+    assert judge.score(stubborn).scores["graceful_handling"] == 2
+
+
+def test_a_reask_after_an_aside_is_no_violation_but_a_skipped_step_is(travel):
+    messages = [{"role": "assistant", "content": "Hey! I'm your booking assistant. Where would you like to travel?"},
+                {"role": "user", "content": "Before we go on, is this call recorded?"},
+                {"role": "assistant", "content": "No problem. Welcome. Let me know where you're headed and on what date."},
+                {"role": "user", "content": "Doha to Hobart, March 11, 2 traveller(s). budget around $2600"},
+                {"role": "assistant", "content": "You're all set! Your booking reference is ZH4RT2."}]
+    trace = conformance(travel, messages, {})
+    assert trace.nodes[:4] == ["greet", None, "greet", "trip_request"] and trace.asides == 1
+    assert trace.invalid_steps == [(4, "trip_request", "booking_confirmed")]
+
+
+# --------------------------------------------------------------------------- calibration
+
+def _calibrate(workflow, n, tmp_path, condition):
+    rows = simulate(workflow, [condition], tmp_path / workflow.name, n=n, progress=False)[condition.name]
+    verdicts = [OfflineJudge(workflow).score(r) for r in rows]
+    failures = sum(v.failure for v in verdicts)
+    means = {c: sum(s) / len(s) for c in CRITERIA
+             if (s := [v.scores[c] for v in verdicts if v.scores[c] is not None])}
+    return failures, means, rows
+
+
+@pytest.mark.parametrize("domain", [*DOMAINS, "restaurant"])
+def test_the_oracle_loses_almost_nothing_on_every_workflow(domain, tmp_path):
+    """A smaller run of the calibration (benchmarks/bench_harness.py runs 200 scenarios per workflow)."""
+    workflow = (parse_workflow(OWN_WORKFLOW.read_text(), source=str(OWN_WORKFLOW)) if domain == "restaurant"
+                else load_domain(domain))
+    n = 24 if domain == "insurance" else 40
+    failures, means, rows = _calibrate(workflow, n, tmp_path, Oracle(workflow))
+    assert failures <= max(1, n // 100), [r["scenario_id"] for r in rows]
+    assert set(means) == set(CRITERIA) and all(m >= 4.8 for m in means.values()), means
+    assert {json_persona(r) for r in rows} >= set(CHALLENGES) - {"none"} or n < 40
+
+
+def json_persona(row) -> str:
+    import json
+    return json.loads(row["scenario"])["persona"]["challenge"]
+
+
+def test_a_broken_agent_fails_the_same_harness(travel, tmp_path):
+    class Mute(Orchestrated):
+        """Says the greeting and then the same thing for ever: the harness must not pass it."""
+        name = "mute"
+
+        def route(self, messages):
+            return "greet"
+
+    failures, means, _ = _calibrate(travel, 20, tmp_path, Mute(travel))
+    assert failures == 20 and means["task_success"] <= FAILURE_THRESHOLD
