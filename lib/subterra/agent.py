@@ -93,6 +93,13 @@ class Agent:
         return [replies[i] for i in range(len(texts))]
 
 
+def count_tokens(tokenizer, chat: list[dict], reply: str) -> tuple[int, int]:
+    """(prompt, completion) tokens of one small-model turn: the templated chat, and the reply plus its end token."""
+    prompt = tokenizer.apply_chat_template(chat, tokenize=False, add_generation_prompt=True)
+    return (len(tokenizer(prompt, add_special_tokens=False)["input_ids"]),
+            len(tokenizer(reply, add_special_tokens=False)["input_ids"]) + 1)
+
+
 class NoRepeatInReply:
     """A logits processor: bans the token that would repeat an ``n``-token run already written in this reply.
 

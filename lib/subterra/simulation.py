@@ -25,6 +25,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path as FilePath
 from typing import Any, Iterable
 
+from .agent import count_tokens
 from .backends import PRICES, Backend, ModelNotFound, Request, Usage, approx_tokens
 from .conformance import conformance, extract_values, lookups, read_reply, slot_names
 from .customer import LEAVING, STOP, LLMUser, OfflineUser, UserTurn
@@ -74,13 +75,6 @@ class Condition:
 
     def reset(self, scenario: Scenario) -> None:
         """Called before each conversation (controllers forget their state)."""
-
-
-def count_tokens(tokenizer, chat: list[dict], reply: str) -> tuple[int, int]:
-    """(prompt, completion) tokens of one small-model turn: the templated chat, and the reply plus its end token."""
-    prompt = tokenizer.apply_chat_template(chat, tokenize=False, add_generation_prompt=True)
-    return (len(tokenizer(prompt, add_special_tokens=False)["input_ids"]),
-            len(tokenizer(reply, add_special_tokens=False)["input_ids"]) + 1)
 
 
 def self_hosted_dollars(prompt_tokens: int, completion_tokens: int) -> float:

