@@ -1,5 +1,7 @@
 """Notebook 05 / subterra.simulation: the simulated customer, the conditions, resumable paired runs."""
 
+import json
+import time
 from pathlib import Path
 
 import pytest
@@ -81,20 +83,20 @@ def test_offline_customer_corrects_a_wrong_value_and_stops_on_loops(toy):
 
 def test_subterranean_condition_uses_only_the_one_line_prompt(toy, tiny_agent):
     seen = []
-    original = tiny_agent.reply
+    original = tiny_agent.reply_batch
 
-    def spy(chat):
-        seen.append(chat)
-        return original(chat)
+    def spy(chats, **options):
+        seen.extend(chats)
+        return original(chats, **options)
 
-    tiny_agent.reply = spy
+    tiny_agent.reply_batch = spy
     try:
         scenario = evaluation_scenarios(toy, 1)[0]
         path = {p.id: p for p in enumerate_paths(toy)}[scenario.path_id]
         transcript = converse(Subterranean(tiny_agent, toy), OfflineUser(toy, scenario, path, max_turns=8), toy,
                               scenario, path, max_turns=8)
     finally:
-        tiny_agent.reply = original
+        tiny_agent.reply_batch = original
     assert all(chat[0] == {"role": "system", "content": toy.system_prompt} for chat in seen)
     assert all(m["role"] != "system" for chat in seen for m in chat[1:])
     assert transcript.agent_turns >= 1 and all(t > 0 for t in transcript.prompt_tokens)
@@ -107,15 +109,15 @@ def test_subterranean_condition_uses_only_the_one_line_prompt(toy, tiny_agent):
 
 def test_orchestrated_condition_injects_the_node_prompt_into_the_small_model(toy, tiny_agent):
     seen = []
-    original = tiny_agent.reply
-    tiny_agent.reply = lambda chat: (seen.append(chat), original(chat))[1]
+    original = tiny_agent.reply_batch
+    tiny_agent.reply_batch = lambda chats, **o: (seen.extend(chats), original(chats, **o))[1]
     try:
         scenario = evaluation_scenarios(toy, 1)[0]
         path = {p.id: p for p in enumerate_paths(toy)}[scenario.path_id]
         converse(Orchestrated(toy, tiny_agent), OfflineUser(toy, scenario, path, max_turns=6), toy, scenario, path,
                  max_turns=6)
     finally:
-        tiny_agent.reply = original
+        tiny_agent.reply_batch = original
     assert seen and seen[0][0]["content"].startswith(toy.system_prompt + "\nCurrent step: Greet the customer")
 
 
@@ -206,3 +208,66 @@ def test_orchestrated_speaker_follows_what_the_model_can_do(toy, tiny_agent, tmp
     assert pretrained.agent is not None
     with pytest.raises(ValueError, match="orchestrated_speaker"):
         build_conditions(["orchestrated"], toy, None, orchestrated_speaker="gpt")
+
+
+class ScriptedSpeaker:
+    """A deterministic 'model': its reply depends only on the chat it is given (never on its batch-mates)."""
+
+    def __init__(self, workflow, tokenizer, die_at: int | None = None):
+        self.agent_nodes = [n for n in workflow.nodes.values() if n.role == "agent"]
+        self.tokenizer, self.die_at, self.calls, self.widths = tokenizer, die_at, 0, []
+
+    def reply_batch(self, chats, **options):
+        self.calls += 1
+        self.widths.append(len(chats))
+        if self.die_at is not None and self.calls == self.die_at:
+            raise Killed()
+        out = []
+        for chat in chats:
+            said = sum(len(m["content"]) for m in chat)
+            node = self.agent_nodes[said % len(self.agent_nodes)]
+            out.append(node.examples[said % len(node.examples)].replace("{city}", "Braga").replace("{price}", "300"))
+        return out
+
+
+def _without_timing(rows):
+    return [{k: v for k, v in r.items() if k not in ("turn_seconds", "dollars")} for r in rows]
+
+
+def test_batched_and_one_at_a_time_simulation_give_the_same_transcripts(toy, tiny_agent, tmp_path):
+    speaker = ScriptedSpeaker(toy, tiny_agent.tokenizer)
+    alone = simulate(toy, [Subterranean(speaker, toy)], tmp_path / "alone", n=16, progress=False, batch_size=1)
+    assert set(speaker.widths) == {1}
+    speaker = ScriptedSpeaker(toy, tiny_agent.tokenizer)
+    together = simulate(toy, [Subterranean(speaker, toy)], tmp_path / "batched", n=16, progress=False, batch_size=6)
+    assert max(speaker.widths) == 6 and len(set(speaker.widths)) > 1      # conversations leave as they end
+    assert _without_timing(together["subterranean"]) == _without_timing(alone["subterranean"])
+    lengths = {len(r["messages"]) for r in alone["subterranean"]}
+    assert len(lengths) > 1                                                # so batch membership really changed
+
+
+def test_a_kill_mid_round_resumes_with_no_conversation_lost_or_repeated(toy, tiny_agent, tmp_path):
+    reference = simulate(toy, [Subterranean(ScriptedSpeaker(toy, tiny_agent.tokenizer), toy)], tmp_path / "ref",
+                         n=16, progress=False, batch_size=5)["subterranean"]
+    dying = ScriptedSpeaker(toy, tiny_agent.tokenizer, die_at=4)
+    with pytest.raises(Killed):
+        simulate(toy, [Subterranean(dying, toy)], tmp_path / "run", n=16, progress=False, batch_size=5)
+    jsonl = tmp_path / "run" / "subterranean" / "transcripts.jsonl"
+    written = len(jsonl.read_text().splitlines())
+    assert 0 < written < 16
+    resumed = simulate(toy, [Subterranean(ScriptedSpeaker(toy, tiny_agent.tokenizer), toy)], tmp_path / "run",
+                       n=16, progress=False, batch_size=5)["subterranean"]
+    ids = [json.loads(line)["scenario_id"] for line in jsonl.read_text().splitlines()]
+    assert len(ids) == len(set(ids)) == 16
+    assert _without_timing(resumed) == _without_timing(reference)
+
+
+def test_batched_turns_record_the_wait_of_their_own_conversation(toy, tiny_agent, tmp_path):
+    class Slow(ScriptedSpeaker):
+        def reply_batch(self, chats, **options):
+            time.sleep(0.05)
+            return super().reply_batch(chats)
+
+    rows = simulate(toy, [Subterranean(Slow(toy, tiny_agent.tokenizer), toy)], tmp_path, n=6, progress=False,
+                    batch_size=6)["subterranean"]
+    assert all(0.05 <= s < 1.0 for r in rows for s in r["turn_seconds"])

@@ -65,16 +65,40 @@ class AgentTurn:
 
 
 class Condition:
-    """A system under test: one method, the next agent turn from the conversation so far."""
+    """A system under test: the next agent turn from the conversation so far.
+
+    Conditions that speak through a small model split a turn in two, so that the batched
+    simulator can answer many conversations with one ``generate``: :meth:`prompt` gives the chat
+    the ``speaker`` (anything with ``reply_batch(chats) -> texts``, e.g. an
+    :class:`~subterra.agent.Agent`) must answer, or None when this turn needs no model, and
+    :meth:`turn` makes the :class:`AgentTurn` from its answer. :meth:`respond` is both, for one
+    conversation; the batched simulator calls it for conditions with no ``speaker``. Others (a
+    remote API, LangGraph) override :meth:`respond` only.
+    """
 
     name = "condition"
     needs_frontier = False
+    speaker = None
+
+    def prompt(self, messages: list[dict]) -> list[dict] | None:
+        raise NotImplementedError
+
+    def turn(self, messages: list[dict], chat: list[dict] | None, text: str | None, seconds: float) -> AgentTurn:
+        raise NotImplementedError
 
     def respond(self, messages: list[dict]) -> AgentTurn:
-        raise NotImplementedError
+        start = time.perf_counter()
+        chat = self.prompt(messages)
+        text = self.speaker.reply_batch([chat])[0] if chat is not None else None
+        return self.turn(messages, chat, text, time.perf_counter() - start)
 
     def reset(self, scenario: Scenario) -> None:
         """Called before each conversation (controllers forget their state)."""
+
+    @property
+    def batched(self) -> bool:
+        """Whether :meth:`prompt` and :meth:`turn` are implemented (else only :meth:`respond`)."""
+        return type(self).prompt is not Condition.prompt
 
 
 def self_hosted_dollars(prompt_tokens: int, completion_tokens: int) -> float:
@@ -90,14 +114,13 @@ class Subterranean(Condition):
 
     def __init__(self, agent, workflow: Workflow):
         self.agent, self.workflow = agent, workflow
+        self.speaker = agent
 
-    def respond(self, messages: list[dict]) -> AgentTurn:
-        chat = [{"role": "system", "content": self.workflow.system_prompt}] + messages
-        start = time.perf_counter()
-        text = self.agent.reply(chat)
-        seconds = time.perf_counter() - start
-        tok = self.agent.tokenizer
-        prompt, completion = count_tokens(tok, chat, text)
+    def prompt(self, messages: list[dict]) -> list[dict]:
+        return [{"role": "system", "content": self.workflow.system_prompt}] + messages
+
+    def turn(self, messages, chat, text, seconds) -> AgentTurn:
+        prompt, completion = count_tokens(self.agent.tokenizer, chat, text)
         return AgentTurn(text, prompt, completion, seconds, self_hosted_dollars(prompt, completion))
 
 
@@ -121,6 +144,7 @@ class Orchestrated(Condition):
 
     def __init__(self, workflow: Workflow, agent=None, seed: int = 0):
         self.workflow, self.agent, self.seed = workflow, agent, seed
+        self.speaker = agent
         self.lookups = lookups(workflow)
         self.loops = back_edges(workflow)
         self.node: str | None = None
@@ -173,21 +197,23 @@ class Orchestrated(Condition):
         self.taken.add((chosen.source, chosen.target))
         return chosen.target
 
-    def respond(self, messages: list[dict]) -> AgentTurn:
-        start = time.perf_counter()
+    def prompt(self, messages: list[dict]) -> list[dict] | None:
         self.node = self.route(messages)
-        node = self.workflow.nodes[self.node]
-        known = self.known(messages)
         if self.agent is None:
-            text = self.script(messages, known)
+            return None                           # the script speaks: no model call
+        return [{"role": "system", "content": self.system_prompt(self.known(messages))}] + messages
+
+    def turn(self, messages, chat, text, seconds) -> AgentTurn:
+        start = time.perf_counter()
+        if chat is None:
+            text = self.script(messages, self.known(messages))
+            node = self.workflow.nodes[self.node]
             words = len(self.workflow.system_prompt.split()) + len(node.prompt.split()) + sum(
                 len(m["content"].split()) for m in messages)
             prompt, completion = approx_tokens(words), approx_tokens(len(text.split()))
         else:
-            chat = [{"role": "system", "content": self.system_prompt(known)}] + messages
-            text = self.agent.reply(chat)
             prompt, completion = count_tokens(self.agent.tokenizer, chat, text)
-        return AgentTurn(text, prompt, completion, time.perf_counter() - start,
+        return AgentTurn(text, prompt, completion, seconds + time.perf_counter() - start,
                          self_hosted_dollars(prompt, completion), node=self.node)
 
     def system_prompt(self, known: dict[str, Any]) -> str:
@@ -284,23 +310,42 @@ def serialise_workflow(workflow: Workflow) -> str:
 
 
 class InContext(Condition):
-    """A frontier model with the whole workflow serialised into its system prompt (the quality ceiling)."""
+    """A frontier model with the whole workflow serialised into its system prompt (the quality ceiling).
+
+    On a :class:`~subterra.backends.local.LocalBackend` (no key: a small model standing in for the
+    frontier model) its turns are batched like the small-model conditions and priced at the
+    backend's ``priced_as`` list prices.
+    """
 
     name = "in_context"
     needs_frontier = True
+    max_tokens = 400
+    opening = [{"role": "user", "content": "(The customer has just connected. Greet them.)"}]
 
     def __init__(self, workflow: Workflow, backend: Backend):
         self.workflow, self.backend = workflow, backend
         self.system = serialise_workflow(workflow)
+        self.speaker = getattr(backend, "agent", None) if hasattr(backend, "complete_batch") else None
+
+    def prompt(self, messages: list[dict]) -> list[dict] | None:
+        if self.speaker is None:
+            return None
+        return [{"role": "system", "content": self.system}] + (messages or self.opening)
 
     def respond(self, messages: list[dict]) -> AgentTurn:
-        chat = messages or [{"role": "user", "content": "(The customer has just connected. Greet them.)"}]
+        if self.speaker is not None:
+            return super().respond(messages)
         start = time.perf_counter()
-        completion = self.backend.complete(Request(system=self.system, messages=chat, max_tokens=400,
-                                                   temperature=0.0, tag="in_context"))
+        completion = self.backend.complete(Request(system=self.system, messages=messages or self.opening,
+                                                   max_tokens=self.max_tokens, temperature=0.0, tag="in_context"))
         u = completion.usage
         return AgentTurn(completion.text.strip(), u.input_tokens + u.cache_read_tokens + u.cache_write_tokens,
                          u.output_tokens, time.perf_counter() - start, completion.dollars)
+
+    def turn(self, messages, chat, text, seconds) -> AgentTurn:
+        prompt, completion = count_tokens(self.speaker.tokenizer, chat, text)
+        dollars = Usage(input_tokens=prompt, output_tokens=completion).dollars(self.backend.priced_as)
+        return AgentTurn(text, prompt, completion, seconds, dollars)
 
 
 # --------------------------------------------------------------------------- running conversations
@@ -328,52 +373,141 @@ class Transcript:
         return len(self.turn_seconds)
 
 
+class Conversation:
+    """One conversation in progress: its own copy of the condition's per-conversation state, the customer,
+    the turns so far. :func:`converse` steps one; :func:`simulate` steps many together."""
+
+    def __init__(self, condition: Condition, user, workflow: Workflow, scenario: Scenario, path: Path,
+                 max_turns: int = 60):
+        self.condition, self.user, self.workflow, self.scenario, self.path = condition, user, workflow, scenario, path
+        self.max_turns = max_turns
+        condition.reset(scenario)
+        self.messages: list[dict] = []
+        self.seconds: list[float] = []
+        self.prompts: list[int] = []
+        self.completions: list[int] = []
+        self.dollars, self.reason, self.challenged, self.error = 0.0, "turn_limit", False, None
+        self.done = False
+
+    def open(self) -> "Conversation":
+        """Start: the customer speaks first where the workflow starts with a customer turn."""
+        try:
+            if self.workflow.nodes[self.workflow.start].role != "agent":
+                self.customer()
+        except ModelNotFound:
+            raise
+        except Exception as exc:  # noqa: BLE001
+            self.fail(exc)
+        return self
+
+    def agent(self, turn: AgentTurn) -> None:
+        """Record the agent's turn, then let the customer answer."""
+        self.messages.append({"role": "assistant", "content": turn.text})
+        self.seconds.append(turn.seconds)
+        self.prompts.append(turn.prompt_tokens)
+        self.completions.append(turn.completion_tokens)
+        self.dollars += turn.dollars
+        self.customer()
+
+    def customer(self) -> None:
+        reply = self.user.respond(self.messages)
+        self.challenged |= reply.challenge
+        if reply.text != STOP:
+            self.messages.append({"role": "user", "content": reply.text})
+        if reply.stop:
+            self.reason, self.done = reply.reason, True
+        elif len(self.messages) >= self.max_turns:
+            self.done = True
+
+    def fail(self, exc: Exception) -> None:
+        """Recorded per conversation, never silently dropped."""
+        self.reason, self.error, self.done = "error", f"{type(exc).__name__}: {exc}".splitlines()[0][:300], True
+
+    def transcript(self) -> Transcript:
+        workflow, scenario, path = self.workflow, self.scenario, self.path
+        expected = workflow.nodes[path.nodes[-1]].terminal
+        trace = conformance(workflow, self.messages, scenario.values, expected) if self.messages else None
+        return Transcript(condition=self.condition.name, scenario_id=scenario.id, path_id=path.id,
+                          messages=self.messages, turn_seconds=self.seconds, prompt_tokens=self.prompts,
+                          completion_tokens=self.completions, dollars=self.dollars, stop_reason=self.reason,
+                          challenged=self.challenged, trace_nodes=trace.nodes if trace else [],
+                          valid_path=bool(trace and trace.valid_path),
+                          right_ending=bool(trace and trace.right_ending), scenario=scenario.to_json(),
+                          error=self.error)
+
+
 def converse(condition: Condition, user, workflow: Workflow, scenario: Scenario, path: Path,
              max_turns: int = 60) -> Transcript:
     """One conversation between ``condition`` and ``user``, agent first if the workflow starts with it."""
-    condition.reset(scenario)
-    messages: list[dict] = []
-    seconds, prompts, completions = [], [], []
-    dollars, reason, challenged, error = 0.0, "turn_limit", False, None
-    agent_first = workflow.nodes[workflow.start].role == "agent"
+    talk = Conversation(condition, user, workflow, scenario, path, max_turns).open()
     try:
-        while len(messages) < max_turns:
-            if agent_first or messages:
-                turn = condition.respond(messages)
-                messages.append({"role": "assistant", "content": turn.text})
-                seconds.append(turn.seconds)
-                prompts.append(turn.prompt_tokens)
-                completions.append(turn.completion_tokens)
-                dollars += turn.dollars
-            reply = user.respond(messages)
-            challenged |= reply.challenge
-            if reply.text != STOP:
-                messages.append({"role": "user", "content": reply.text})
-            if reply.stop:
-                reason = reply.reason
-                break
+        while not talk.done:
+            talk.agent(condition.respond(talk.messages))
     except ModelNotFound:     # a setting to fix, not this conversation's failure: stop the run, record nothing
         raise
-    except Exception as exc:  # recorded per conversation, never silently dropped
-        reason, error = "error", f"{type(exc).__name__}: {exc}".splitlines()[0][:300]
-    expected = workflow.nodes[path.nodes[-1]].terminal
-    trace = conformance(workflow, messages, scenario.values, expected) if messages else None
-    return Transcript(condition=condition.name, scenario_id=scenario.id, path_id=path.id, messages=messages,
-                      turn_seconds=seconds, prompt_tokens=prompts, completion_tokens=completions, dollars=dollars,
-                      stop_reason=reason, challenged=challenged, trace_nodes=trace.nodes if trace else [],
-                      valid_path=bool(trace and trace.valid_path), right_ending=bool(trace and trace.right_ending),
-                      scenario=scenario.to_json(), error=error)
+    except Exception as exc:  # noqa: BLE001 - recorded per conversation
+        talk.fail(exc)
+    return talk.transcript()
+
+
+def advance(talks: list[Conversation]) -> None:
+    """One round: every open conversation gets its next agent turn (and its customer's answer).
+
+    Where the condition speaks through a model, the round's prompts go to one batched
+    ``reply_batch``; each conversation's turn latency is that call's wall time plus its own
+    bookkeeping — what the customer of that conversation waited, batched with the others.
+    """
+    pending = []
+    for talk in talks:
+        try:
+            chat = talk.condition.prompt(talk.messages) if _batches(talk.condition) else None
+        except ModelNotFound:
+            raise
+        except Exception as exc:  # noqa: BLE001
+            talk.fail(exc)
+            continue
+        pending.append((talk, chat))
+    asked = [(talk, chat) for talk, chat in pending if chat is not None]
+    answers, seconds = {}, 0.0
+    if asked:
+        start = time.perf_counter()
+        texts = asked[0][0].condition.speaker.reply_batch([chat for _, chat in asked])
+        seconds = time.perf_counter() - start
+        answers = {id(talk): text for (talk, _), text in zip(asked, texts)}
+    for talk, chat in pending:
+        try:
+            if not _batches(talk.condition):
+                turn = talk.condition.respond(talk.messages)
+            else:
+                turn = talk.condition.turn(talk.messages, chat, answers.get(id(talk)),
+                                           seconds if chat is not None else 0.0)
+            talk.agent(turn)
+        except ModelNotFound:
+            raise
+        except Exception as exc:  # noqa: BLE001
+            talk.fail(exc)
+
+
+def _batches(condition: Condition) -> bool:
+    """A condition whose turns can share a batched generate: it speaks through a model and splits its turn."""
+    return condition.batched and condition.speaker is not None
 
 
 def simulate(workflow: Workflow, conditions: Iterable[Condition], out_dir: str | FilePath, n: int = N_SCENARIOS,
              seed: int = 0, simulator: Backend | None = None, max_turns: int = 60,
-             progress: bool = True) -> dict[str, list[dict]]:
+             progress: bool = True, batch_size: int = 32) -> dict[str, list[dict]]:
     """Run every condition on the same ``n`` evaluation scenarios; resumable per conversation.
 
-    Writes ``out_dir/<condition>/transcripts.jsonl`` (one synced line per finished conversation)
-    and, when a condition is complete, ``out_dir/<condition>/corpus`` (a ``datasets.Dataset``).
-    ``simulator`` is a backend for an :class:`LLMUser`; ``None`` uses the :class:`OfflineUser`.
+    Up to ``batch_size`` conversations of a condition advance together, round by round, so that a
+    small model answers them with one batched ``generate`` per round (``batch_size=1``: one at a
+    time). A conversation is written when it ends: ``out_dir/<condition>/transcripts.jsonl`` gets one
+    synced line per finished conversation, and a killed run resumes with the ones not written, from
+    their start. When a condition is complete, ``out_dir/<condition>/corpus`` holds them as a
+    ``datasets.Dataset``. ``simulator`` is a backend for an :class:`LLMUser`; ``None`` uses the
+    :class:`OfflineUser`.
     """
+    import copy
+
     from datasets import Dataset
     from tqdm.auto import tqdm
 
@@ -387,15 +521,28 @@ def simulate(workflow: Workflow, conditions: Iterable[Condition], out_dir: str |
         jsonl = folder / "transcripts.jsonl"
         done = read_jsonl(jsonl, "scenario_id")
         todo = [s for s in scenarios if s.id not in done]
-        with open(jsonl, "a", encoding="utf-8") as f:
-            for scenario in tqdm(todo, desc=f"{workflow.name} · {condition.name}", unit="conversation",
-                                 disable=not progress, initial=len(done), total=len(scenarios)):
-                path = paths[scenario.path_id]
-                user = (OfflineUser(workflow, scenario, path, seed, max_turns) if simulator is None
-                        else LLMUser(workflow, scenario, path, simulator, max_turns))
-                row = asdict(converse(condition, user, workflow, scenario, path, max_turns))
-                append_jsonl(f, row)
-                done[scenario.id] = row
+        width = max(1, batch_size if _batches(condition) else 1)
+
+        def start(scenario: Scenario) -> Conversation:
+            path = paths[scenario.path_id]
+            user = (OfflineUser(workflow, scenario, path, seed, max_turns) if simulator is None
+                    else LLMUser(workflow, scenario, path, simulator, max_turns))
+            return Conversation(copy.copy(condition), user, workflow, scenario, path, max_turns).open()
+
+        with open(jsonl, "a", encoding="utf-8") as f, \
+                tqdm(desc=f"{workflow.name} · {condition.name}", unit="conversation", disable=not progress,
+                     initial=len(done), total=len(scenarios)) as bar:
+            queue, talks = list(todo), []
+            while queue or talks:
+                while queue and len(talks) < width:
+                    talks.append(start(queue.pop(0)))
+                advance([t for t in talks if not t.done])
+                for talk in [t for t in talks if t.done]:
+                    row = asdict(talk.transcript())
+                    append_jsonl(f, row)
+                    done[talk.scenario.id] = row
+                    talks.remove(talk)
+                    bar.update()
         rows = [done[s.id] for s in scenarios]
         save_dataset(Dataset.from_list(rows), folder / "corpus")
         results[condition.name] = rows
