@@ -271,3 +271,59 @@ def test_batched_turns_record_the_wait_of_their_own_conversation(toy, tiny_agent
     rows = simulate(toy, [Subterranean(Slow(toy, tiny_agent.tokenizer), toy)], tmp_path, n=6, progress=False,
                     batch_size=6)["subterranean"]
     assert all(0.05 <= s < 1.0 for r in rows for s in r["turn_seconds"])
+
+
+def test_without_a_key_the_base_model_is_orchestrated_and_stands_in_for_the_frontier(toy, tiny_agent, tmp_path):
+    import shutil
+
+    from subterra.backends.local import LocalBackend
+    from subterra.simulation import base_of, build_conditions
+
+    scratch = Path(tiny_agent.model.name_or_path)
+    base = tmp_path / "base"                          # a "pretrained" model: no training record
+    shutil.copytree(scratch, base, ignore=shutil.ignore_patterns("training.json", "checkpoint-*"))
+    compiled = tmp_path / "compiled"                  # fine-tuned from it
+    shutil.copytree(scratch, compiled, ignore=shutil.ignore_patterns("checkpoint-*"))
+    record = json.loads((compiled / "training.json").read_text())
+    record["recipe"]["model_name_or_path"] = str(base)
+    (compiled / "training.json").write_text(json.dumps(record))
+    assert base_of(compiled) == str(base) and base_of(scratch) is None and base_of(base) == str(base)
+
+    conditions, skipped = build_conditions(["subterranean", "orchestrated", "in_context", "langgraph", "oracle"],
+                                           toy, compiled)
+    by_name = {c.name: c for c in conditions}
+    assert not skipped and set(by_name) == {"subterranean", "orchestrated", "in_context", "langgraph", "oracle"}
+    orchestrated, subterranean = by_name["orchestrated"], by_name["subterranean"]
+    assert orchestrated.agent is not subterranean.agent                       # the same model before compiling
+    assert orchestrated.agent.model.name_or_path == str(base) and "base" in orchestrated.label
+    stand_in = by_name["in_context"].backend
+    assert isinstance(stand_in, LocalBackend) and stand_in.agent is orchestrated.agent
+    assert stand_in.priced_as == "claude-sonnet-5-5" and "stand-in" in by_name["langgraph"].label
+    assert by_name["in_context"].speaker is orchestrated.agent                # its turns are batched
+
+    scenario = evaluation_scenarios(toy, 1)[0]
+    path = {p.id: p for p in enumerate_paths(toy)}[scenario.path_id]
+    turn = by_name["in_context"].respond([])
+    assert turn.dollars > 0 and turn.prompt_tokens > 100                     # the whole workflow, priced as Claude
+    t = converse(by_name["langgraph"], OfflineUser(toy, scenario, path, max_turns=4), toy, scenario, path,
+                 max_turns=4)
+    assert t.error is None and t.agent_turns >= 1 and t.label == by_name["langgraph"].label
+
+    _, skipped = build_conditions(["in_context"], toy, compiled, stand_in=False)
+    assert skipped and "ANTHROPIC_API_KEY" in skipped[0]
+    (script,), _ = build_conditions(["orchestrated"], toy, scratch)          # no base: the script, said so
+    assert script.agent is None and "script" in script.label
+    with pytest.raises(ValueError, match="no base model"):
+        build_conditions(["orchestrated"], toy, scratch, orchestrated_speaker="base")
+
+
+def test_a_customer_who_cannot_make_out_the_agent_leaves(toy):
+    scenario = evaluation_scenarios(toy, 1)[0]
+    path = {p.id: p for p in enumerate_paths(toy)}[scenario.path_id]
+    user = OfflineUser(toy, scenario, path)
+    messages = []
+    for k in range(3):
+        messages.append({"role": "assistant", "content": f"zzkq {k} xqwv plorb"})
+        reply = user.respond(messages)
+        messages.append({"role": "user", "content": reply.text})
+    assert reply.stop and reply.reason == "not_understood"

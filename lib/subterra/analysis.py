@@ -20,7 +20,7 @@ from typing import Any, Mapping
 import pandas as pd
 import yaml
 
-from .judge import CHALLENGE_ONLY, CRITERIA, FAILURE_THRESHOLD, TITLES
+from .judge import CRITERIA, FAILURE_THRESHOLD, TITLES
 from .stats import compare_conditions, failure_rate
 
 ORDER = ("subterranean", "orchestrated", "langgraph", "in_context", "oracle")
@@ -48,13 +48,23 @@ def score_table(scores: pd.DataFrame) -> pd.DataFrame:
     return table.loc[_ordered(table.index)].rename(columns=TITLES)
 
 
+def _compare(ok: pd.DataFrame, conditions: list[str], n_resamples: int) -> pd.DataFrame:
+    """Every pair of conditions, paired by scenario. Pairs are the scenarios both conditions ran (a slow
+    condition may run the first few only) and, for Graceful Handling, both scored; ``n`` says how many."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="compare_conditions dropped", category=UserWarning)
+        return compare_conditions(ok[["condition", "scenario_id", *CRITERIA]], criteria=list(CRITERIA),
+                                  conditions=conditions, paired=True, n_resamples=n_resamples,
+                                  sparse=CRITERIA)
+
+
 def comparison_table(scores: pd.DataFrame, reference: str = "subterranean", n_resamples: int = 10_000) -> pd.DataFrame:
     """Paired comparisons of ``reference`` against every other condition, per criterion."""
     ok = scores[scores["error"].isna()] if "error" in scores else scores
     conditions = _ordered(ok["condition"].unique())
-    table = compare_conditions(ok[["condition", "scenario_id", *CRITERIA]], criteria=list(CRITERIA),
-                               conditions=conditions, paired=True, n_resamples=n_resamples,
-                               sparse=CHALLENGE_ONLY)
+    table = _compare(ok, conditions, n_resamples)
     mine = table[(table["condition_a"] == reference) | (table["condition_b"] == reference)].copy()
     flip = mine["condition_b"] == reference           # always report reference minus the other
     for col in ("difference", "d", "ci_low", "ci_high"):
@@ -170,9 +180,7 @@ def results(domain: str, scores: pd.DataFrame, transcripts: Mapping[str, list[di
         }
     comparisons = []
     if len(conditions) > 1:
-        family = compare_conditions(ok[["condition", "scenario_id", *CRITERIA]], criteria=list(CRITERIA),
-                                    conditions=conditions, paired=True, n_resamples=n_resamples,
-                                    sparse=CHALLENGE_ONLY)
+        family = _compare(ok, conditions, n_resamples)
         comparisons = [{"criterion": r.criterion, "conditions": [r.condition_a, r.condition_b], "p": _num(r.p),
                         "p_holm": _num(r.p_holm), "d": _num(r.d), "difference": _num(r.difference)}
                        for r in family.itertuples()]

@@ -146,15 +146,21 @@ def _simulate(args) -> int:
     from .simulation import build_conditions, simulate
 
     wf = load_domain(args.domain)
+    try:
+        sizes = {k: int(v) for k, v in (item.split("=") for item in args.sizes.split(",") if item)}
+    except ValueError:
+        raise SystemExit(f"--sizes: expected NAME=N[,NAME=N...], got {args.sizes!r}") from None
     conditions, skipped = build_conditions(args.conditions.split(","), wf, args.model,
                                            _frontier(args.frontier, args.frontier_model, args), args.seed,
-                                           args.orchestrated_speaker)
+                                           args.orchestrated_speaker, stand_in=not args.no_stand_in)
     for message in skipped:
         print(f"skipped {message}", file=sys.stderr)
+    for condition in conditions:
+        print(f"{condition.name}: {condition.label}", file=sys.stderr)
     simulator = (None if args.simulator == "offline" else
                  get_backend(args.simulator, args.simulator_model, **_model_options(args, args.simulator)))
     out = args.out or f"outputs/{wf.name}/simulation"
-    runs = simulate(wf, conditions, out, n=args.n, seed=args.seed, simulator=simulator)
+    runs = simulate(wf, conditions, out, n=args.n, seed=args.seed, simulator=simulator, sizes=sizes)
     for name, rows in runs.items():
         errors = sum(bool(r["error"]) for r in rows)
         adherent = sum(r["valid_path"] and r["right_ending"] for r in rows)
@@ -303,16 +309,22 @@ def build_parser() -> argparse.ArgumentParser:
     p = commands.add_parser("simulate", help="a simulated customer talks to each condition (resumable)")
     p.add_argument("--domain", required=True, help="domain name or workflow file")
     p.add_argument("--model", help="compiled model folder (from `subterra train`)")
-    p.add_argument("--conditions", default="subterranean,orchestrated,langgraph,in_context",
-                   help="comma-separated: subterranean, orchestrated, langgraph, in_context")
+    p.add_argument("--conditions", default="subterranean,orchestrated,langgraph,in_context,oracle",
+                   help="comma-separated: subterranean, orchestrated, langgraph, in_context, oracle")
     p.add_argument("--n", type=int, default=200, help="evaluation scenarios (the same for every condition)")
     p.add_argument("--out", help="output folder (default outputs/DOMAIN/simulation)")
     p.add_argument("--simulator", default="offline", choices=["offline", "anthropic", "openai"])
     p.add_argument("--simulator-model", help=f"model for an LLM customer ({DEFAULTS_HELP})")
     p.add_argument("--frontier", choices=["anthropic", "openai"], help="backend for in_context and langgraph")
     p.add_argument("--frontier-model", help=f"model for the frontier conditions ({DEFAULTS_HELP})")
-    p.add_argument("--orchestrated-speaker", default="auto", choices=["auto", "model", "offline"],
-                   help="who speaks under the controller (auto: the model, unless it was trained from scratch)")
+    p.add_argument("--orchestrated-speaker", default="auto", choices=["auto", "base", "model", "offline"],
+                   help="who speaks under the controller: the compiled model's base (auto; the script for a model "
+                        "trained from scratch), the compiled model, or the workflow's own sentences (offline)")
+    p.add_argument("--no-stand-in", action="store_true",
+                   help="without a key, skip in_context and langgraph instead of running the base model as a "
+                        "stand-in for the frontier model")
+    p.add_argument("--sizes", default="", help="fewer scenarios for some conditions, e.g. langgraph=20,in_context=40 "
+                                              "(the first ones of the same list: still paired)")
     p.add_argument("--seed", type=int, default=0)
     _thinking_flags(p)
     p.set_defaults(run=_simulate)

@@ -6,7 +6,8 @@ customer sentences. It behaves like a person, not a script:
 
 - it chooses from what it was *offered*: the flight, price or policy the agent stated (values
   only the business knows, :func:`~subterra.conformance.lookups`), never the scenario's own copy;
-- it answers the question it was asked, and asks again when it cannot tell what the agent wants;
+- it answers the question it was asked, and asks again when it cannot tell what the agent wants
+  (three times in a row, and it leaves: ``not_understood``);
 - it corrects the agent when the agent gets one of its values wrong (twice at most per value);
 - its persona's challenge comes once, *before* the answer it owes, never instead of it.
 
@@ -41,6 +42,7 @@ PARTIAL = ("Let me check my notes, I only have part of it here.", "Hmm, I'm not 
 GIVE_UP = ("Actually, never mind. I'll sort this out another time. Bye.",
            "Forget it, this is taking too long. Bye.", "You know what, I'll leave it for now. Goodbye.")
 AGAIN = ("As I said, ", "Like I mentioned, ", "Again: ")
+PATIENCE = 3               # agent messages in a row the customer cannot make out before it leaves
 # how a router recognises a customer leaving mid-procedure (the offline stand-in for an intent classifier)
 LEAVING = re.compile(r"\b(never mind|forget it|leave it for now|another time|goodbye)\b", re.I)
 FAREWELL = re.compile(r"\b(goodbye|bye|take care)\b", re.I)     # an agent closing the conversation
@@ -78,6 +80,7 @@ class OfflineUser:
         self.slip: tuple[str, Any, Any] | None = None      # (variable, said by mistake, meant)
         self.ahead: str | None = None         # a plan step already answered in an earlier message
         self.leaving = False
+        self.puzzled = 0                      # agent messages in a row it could not make out
 
     # ----------------------------------------------------------------- one turn
 
@@ -94,7 +97,11 @@ class OfflineUser:
             return UserTurn(STOP, stop=True, reason="loop")
         match = self.matcher.match(agent_text, {**self.scenario.values, **self.offered})
         if match.score < self.min_score:
+            self.puzzled += 1
+            if self.puzzled >= PATIENCE:                      # a person does not ask a fourth time
+                return UserTurn(STOP, stop=True, reason="not_understood")
             return UserTurn(NOT_UNDERSTOOD)
+        self.puzzled = 0
         node = match.node
         if self.workflow.nodes[node].is_terminal:
             return UserTurn(STOP, stop=True, reason=f"terminal:{self.workflow.nodes[node].terminal}")

@@ -35,7 +35,6 @@ CRITERIA = ("task_success", "information_accuracy", "consistency", "graceful_han
 TITLES = {"task_success": "Task Success", "information_accuracy": "Information Accuracy",
           "consistency": "Consistency", "graceful_handling": "Graceful Handling", "naturalness": "Naturalness"}
 FAILURE_THRESHOLD = 3      # Task Success <= 3 is a failure
-CHALLENGE_ONLY = ("graceful_handling",)    # scored only where the customer posed a challenge
 ARTEFACT = re.compile(r"[{}]|<\|?/?[a-z_]+\|?>")            # {slot}, <v>, <|im_end|>, </s>
 
 RUBRIC = {

@@ -77,6 +77,7 @@ class Condition:
     """
 
     name = "condition"
+    label = ""                 # who speaks, for tables ("base smollm2-135m-instruct under the controller")
     needs_frontier = False
     speaker = None
 
@@ -367,6 +368,7 @@ class Transcript:
     right_ending: bool
     scenario: str                          # JSON
     error: str | None = None
+    label: str = ""                        # who spoke (the condition's label)
 
     @property
     def agent_turns(self) -> int:
@@ -433,7 +435,7 @@ class Conversation:
                           challenged=self.challenged, trace_nodes=trace.nodes if trace else [],
                           valid_path=bool(trace and trace.valid_path),
                           right_ending=bool(trace and trace.right_ending), scenario=scenario.to_json(),
-                          error=self.error)
+                          error=self.error, label=self.condition.label)
 
 
 def converse(condition: Condition, user, workflow: Workflow, scenario: Scenario, path: Path,
@@ -495,7 +497,8 @@ def _batches(condition: Condition) -> bool:
 
 def simulate(workflow: Workflow, conditions: Iterable[Condition], out_dir: str | FilePath, n: int = N_SCENARIOS,
              seed: int = 0, simulator: Backend | None = None, max_turns: int = 60,
-             progress: bool = True, batch_size: int = 32) -> dict[str, list[dict]]:
+             progress: bool = True, batch_size: int = 32,
+             sizes: dict[str, int] | None = None) -> dict[str, list[dict]]:
     """Run every condition on the same ``n`` evaluation scenarios; resumable per conversation.
 
     Up to ``batch_size`` conversations of a condition advance together, round by round, so that a
@@ -504,7 +507,8 @@ def simulate(workflow: Workflow, conditions: Iterable[Condition], out_dir: str |
     synced line per finished conversation, and a killed run resumes with the ones not written, from
     their start. When a condition is complete, ``out_dir/<condition>/corpus`` holds them as a
     ``datasets.Dataset``. ``simulator`` is a backend for an :class:`LLMUser`; ``None`` uses the
-    :class:`OfflineUser`.
+    :class:`OfflineUser`. ``sizes`` runs some conditions on fewer scenarios (the first ``sizes[name]``
+    of the same list, so every pair is still a pair), e.g. a slow stand-in.
     """
     import copy
 
@@ -516,11 +520,12 @@ def simulate(workflow: Workflow, conditions: Iterable[Condition], out_dir: str |
     paths = {p.id: p for p in enumerate_paths(workflow)}
     results: dict[str, list[dict]] = {}
     for condition in conditions:
+        mine = scenarios[:min(n, (sizes or {}).get(condition.name, n))]
         folder = out_dir / condition.name
         folder.mkdir(parents=True, exist_ok=True)
         jsonl = folder / "transcripts.jsonl"
         done = read_jsonl(jsonl, "scenario_id")
-        todo = [s for s in scenarios if s.id not in done]
+        todo = [s for s in mine if s.id not in done]
         width = max(1, batch_size if _batches(condition) else 1)
 
         def start(scenario: Scenario) -> Conversation:
@@ -531,7 +536,7 @@ def simulate(workflow: Workflow, conditions: Iterable[Condition], out_dir: str |
 
         with open(jsonl, "a", encoding="utf-8") as f, \
                 tqdm(desc=f"{workflow.name} · {condition.name}", unit="conversation", disable=not progress,
-                     initial=len(done), total=len(scenarios)) as bar:
+                     initial=len(mine) - len(todo), total=len(mine)) as bar:
             queue, talks = list(todo), []
             while queue or talks:
                 while queue and len(talks) < width:
@@ -543,7 +548,7 @@ def simulate(workflow: Workflow, conditions: Iterable[Condition], out_dir: str |
                     done[talk.scenario.id] = row
                     talks.remove(talk)
                     bar.update()
-        rows = [done[s.id] for s in scenarios]
+        rows = [done[s.id] for s in mine]
         save_dataset(Dataset.from_list(rows), folder / "corpus")
         results[condition.name] = rows
     return results
@@ -560,34 +565,66 @@ CONDITIONS = ("subterranean", "orchestrated", "langgraph", "in_context", "oracle
 
 def follows_instructions(model_dir: str | FilePath) -> bool:
     """False for a model :func:`subterra.training.train` built from scratch: it never saw an instruction."""
+    return base_of(model_dir) is not None
+
+
+def base_of(model_dir: str | FilePath) -> str | None:
+    """The pretrained model a compiled model was fine-tuned from (itself, for a model trained elsewhere);
+    None for a model built from scratch, which has no base to compare it with."""
     from .recipes import SCRATCH
     from .training import read_training_record
 
     record = read_training_record(model_dir)
-    return not (record and record["recipe"].get("model_name_or_path") in (SCRATCH, "", None))
+    if record is None:
+        return str(model_dir)
+    base = record["recipe"].get("model_name_or_path")
+    return None if base in (SCRATCH, "", None) else str(base)
+
+
+SPEAKERS = ("auto", "base", "model", "offline")
 
 
 def build_conditions(names: Iterable[str], workflow: Workflow, model_dir: str | FilePath | None = None,
-                     frontier: Backend | None = None, seed: int = 0,
-                     orchestrated_speaker: str = "auto") -> tuple[list[Condition], list[str]]:
+                     frontier: Backend | None = None, seed: int = 0, orchestrated_speaker: str = "auto",
+                     stand_in: bool = True) -> tuple[list[Condition], list[str]]:
     """Conditions by name, and a message for each one that cannot run here (and is skipped).
 
-    ``orchestrated_speaker``: ``model`` puts the small model under the controller (the paper's
-    same-model orchestrator); ``offline`` has the controller speak each node's own examples;
-    ``auto`` picks ``model`` unless the model was trained from scratch, since such a model has
-    never seen a node prompt and cannot follow one.
+    ``orchestrated_speaker``: ``base`` puts the compiled model's *base* model under the controller —
+    the paper's same-model orchestrator, the small model before compilation; ``model`` the compiled
+    model itself; ``offline`` the script (each node's own example sentences, a ceiling rather than a
+    baseline); ``auto`` is ``base``, or the script for a model trained from scratch (it has no base,
+    and has never seen a node prompt).
+
+    With no ``frontier`` backend (no key), ``in_context`` and ``langgraph`` run on a
+    :class:`~subterra.backends.local.LocalBackend` with the same base model standing in for the
+    frontier model, priced at the frontier model's list prices (``stand_in=False`` skips them
+    instead). Each condition's ``label`` says who speaks.
     """
-    if orchestrated_speaker not in ("auto", "model", "offline"):
-        raise ValueError(f"orchestrated_speaker must be auto, model or offline; got {orchestrated_speaker!r}")
-    agent = None
+    from .backends import DEFAULT_MODELS
+
+    if orchestrated_speaker not in SPEAKERS:
+        raise ValueError(f"orchestrated_speaker must be one of {', '.join(SPEAKERS)}; got {orchestrated_speaker!r}")
+    names = list(names)
+    agent = base_agent = None
+    base = base_of(model_dir) if model_dir is not None else None
     if model_dir is not None:
         from .agent import Agent
 
         agent = Agent(model_dir)
-    speaker = agent
-    if orchestrated_speaker == "offline" or (orchestrated_speaker == "auto" and model_dir is not None
-                                             and not follows_instructions(model_dir)):
-        speaker = None
+    needs_base = (orchestrated_speaker in ("auto", "base") and "orchestrated" in names) or \
+        (frontier is None and stand_in and {"in_context", "langgraph"} & set(names))
+    if base is not None and needs_base:
+        from .agent import Agent
+
+        base_agent = agent if str(base) == str(model_dir) else Agent(base)
+    speaker = {"auto": base_agent, "base": base_agent, "model": agent, "offline": None}[orchestrated_speaker]
+    if orchestrated_speaker == "base" and base_agent is None and model_dir is not None:
+        raise ValueError(f"{model_dir}: trained from scratch, so it has no base model to orchestrate; "
+                         "choose orchestrated_speaker model or offline")
+    if frontier is None and stand_in and base_agent is not None:
+        from .backends.local import LocalBackend
+
+        frontier = LocalBackend(base, priced_as=DEFAULT_MODELS["anthropic"], agent=base_agent)
     conditions, skipped = [], []
     for name in names:
         if name not in CONDITIONS:
@@ -595,23 +632,34 @@ def build_conditions(names: Iterable[str], workflow: Workflow, model_dir: str | 
         if name == "subterranean":
             if agent is None:
                 skipped.append("subterranean: needs a compiled model (--model DIR from `subterra train`)")
-            else:
-                conditions.append(Subterranean(agent, workflow))
+                continue
+            condition = Subterranean(agent, workflow)
+            condition.label = f"compiled {model_dir}"
         elif name == "orchestrated":
-            conditions.append(Orchestrated(workflow, speaker, seed))
+            condition = Orchestrated(workflow, speaker, seed)
+            condition.label = ("script (the workflow's own sentences)" if speaker is None else
+                               f"base {base} under the controller" if speaker is base_agent and
+                               speaker is not agent else f"compiled {model_dir} under the controller")
         elif name == "oracle":
-            conditions.append(Oracle(workflow, seed))
+            condition = Oracle(workflow, seed)
+            condition.label = "oracle (the harness's calibration)"
         elif frontier is None:
             skipped.append(f"{name}: needs a frontier model; set ANTHROPIC_API_KEY (or OPENAI_API_KEY) to run it")
-        elif name == "in_context":
-            conditions.append(InContext(workflow, frontier))
+            continue
         else:
-            try:
-                from .langgraph_agent import LangGraphCondition
-            except ImportError:
-                skipped.append("langgraph: install the extra with pip install -e '.[langgraph]'")
-                continue
-            conditions.append(LangGraphCondition(workflow, frontier))
+            if name == "in_context":
+                condition = InContext(workflow, frontier)
+            else:
+                try:
+                    from .langgraph_agent import LangGraphCondition
+                except ImportError:
+                    skipped.append("langgraph: install the extra with pip install -e '.[langgraph]'")
+                    continue
+                condition = LangGraphCondition(workflow, frontier)
+            priced = getattr(frontier, "priced_as", None)
+            condition.label = (f"stand-in {frontier.model} for {priced} (no key)" if priced and priced != frontier.model
+                               else f"{frontier.name} {frontier.model}")
+        conditions.append(condition)
     return conditions, skipped
 
 

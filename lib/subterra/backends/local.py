@@ -26,9 +26,10 @@ class LocalBackend(Backend):
     name = "local"
 
     def __init__(self, model: str | None = None, priced_as: str = "self-hosted", agent=None,
-                 device: str | None = None, batch_size: int = 16):
+                 device: str | None = None, batch_size: int = 16, max_new_tokens: int = 128):
         super().__init__(model or DEFAULT_MODELS["local"])
         self.priced_as, self.device, self.batch_size = priced_as, device, batch_size
+        self.max_new_tokens = max_new_tokens     # a cap on every reply: a chat turn here is rarely longer
         self._agent = agent
         self._lock = threading.Lock()           # one generate at a time: torch already uses every core
 
@@ -63,7 +64,7 @@ class LocalBackend(Backend):
         with self._lock:
             for limit, members in by_limit.items():
                 chats = [_chat(requests[i]) for i in members]
-                saved, agent.max_new_tokens = agent.max_new_tokens, limit
+                saved, agent.max_new_tokens = agent.max_new_tokens, min(limit, self.max_new_tokens)
                 try:
                     texts = agent.reply_batch(chats, batch_size=self.batch_size)
                 finally:
