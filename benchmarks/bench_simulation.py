@@ -1,79 +1,32 @@
-"""Simulation benchmark: prompt tokens and seconds per agent turn, per condition, on the insurance domain.
+"""Simulation benchmark: batched against one-at-a-time, and what each condition reads and costs per turn.
 
-What runs for real, offline:
+1. **Batching.** The same model (``--model``: a compiled model folder, default the SmolLM2 base) as the
+   ``subterranean`` condition on the same scenarios, once one conversation at a time and once with every
+   conversation advancing together (one batched ``generate`` per round): seconds of wall time per agent
+   turn, and their ratio, from one run.
+2. **Per condition** (every condition on the same scenarios, offline: the orchestrated base model, the base
+   standing in for the frontier model in ``in_context`` and ``langgraph``, the oracle): prompt tokens per
+   agent turn and dollars per conversation — a stand-in priced at its frontier model's list price from its
+   own token counts, the small models at the paper's GPU-hour rate — and the in-context/compiled cost ratio
+   beside the paper's (128x travel, 462x insurance).
 
-- ``subterranean`` and ``orchestrated`` with a compiled tiny model (``--model DIR``, else one is trained
-  here for a few hundred steps on an offline insurance corpus: enough to talk, not to be good);
-- ``in_context`` and ``langgraph`` run their own code (system prompt built from the whole workflow; the
-  LangGraph router and node prompts) against a *replay* stand-in for the frontier model that answers with
-  the turns of reference conversations. Their prompt tokens are what they would send (counted at ~1.3
-  tokens per word); their latency offline is only our own overhead, so it is printed as n/a.
-
-With ``ANTHROPIC_API_KEY`` set, ``--live`` runs the frontier conditions on Claude instead (paid calls;
-keep ``--n`` small). Token counts of the small model are its own tokenizer's.
-
-    python benchmarks/bench_simulation.py [--n 20] [--model DIR] [--live]
+    python benchmarks/bench_simulation.py [--domain travel] [--n 8] [--model outputs/travel/model]
 """
 
 from __future__ import annotations
 
 import argparse
 import statistics
+import tempfile
+import time
 from pathlib import Path
 
-from subterra.backends import DEFAULT_MODELS, Backend, Completion, Usage, approx_tokens
+PAPER_RATIO = {"travel": 128, "insurance": 462}
 
 
-class Replay(Backend):
-    """A frontier stand-in that says what a reference conversation says next (and routes where it went)."""
-
-    name = "replay"
-
-    def __init__(self):
-        super().__init__(DEFAULT_MODELS["anthropic"])   # priced as the frontier model it stands in for
-        self.reply, self.target, self.options = "", None, []
-
-    async def acomplete(self, request) -> Completion:
-        if request.tag == "langgraph-router":
-            pick = next((i for i, (node, _) in enumerate(self.options) if node == self.target), 0)
-            text = str(pick + 1)
-        else:
-            text = self.reply
-        words = len(request.system.split()) + sum(len(m["content"].split()) for m in request.messages)
-        return Completion(text, Usage(approx_tokens(words), approx_tokens(len(text.split()))), self.model, self.name)
-
-
-def replay(condition, backend: Replay, reference: list[dict], workflow) -> list[dict]:
-    """Drive ``condition`` through the reference conversations turn by turn; one row per agent turn."""
-    from subterra.scenarios import Scenario
-
-    rows = []
-    for transcript in reference:
-        condition.reset(Scenario.from_json(transcript["scenario"]))
-        messages, nodes = transcript["messages"], transcript["trace_nodes"]
-        for k, message in enumerate(messages):
-            if message["role"] != "assistant":
-                continue
-            backend.reply, backend.target = message["content"], nodes[k]
-            if hasattr(condition, "options"):
-                backend.options = condition.options(condition.node)
-            turn = condition.respond(messages[:k])
-            rows.append({"prompt_tokens": turn.prompt_tokens, "seconds": None, "dollars": turn.dollars})
-    return rows
-
-
-def compiled_model(out: Path, steps: int) -> Path:
-    from subterra import load_domain
-    from subterra.synthesis import load_corpus, synthesize
-    from subterra.training import train
-
-    model = out / "model"
-    if not (model / "config.json").exists():
-        synthesize(load_domain("insurance"), 600, out / "synthesis", "offline", progress=False)
-        result = train(load_corpus(out / "synthesis"), model, "tiny-cpu", max_steps=steps, eval_strategy="steps",
-                       eval_steps=steps)
-        print(f"compiled a tiny insurance model in {result.train_seconds / 60:.1f} min ({steps} steps)")
-    return model
+def per_turn(rows: list[dict]) -> tuple[int, float]:
+    turns = sum(len(r["turn_seconds"]) for r in rows)
+    return turns, sum(sum(r["turn_seconds"]) for r in rows) / max(turns, 1)
 
 
 def main() -> None:
@@ -81,49 +34,57 @@ def main() -> None:
     import transformers
 
     from subterra import load_domain
-    from subterra.backends import get_backend
-    from subterra.simulation import Orchestrated, build_conditions, simulate
+    from subterra.agent import Agent
+    from subterra.simulation import Subterranean, build_conditions, simulate
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--n", type=int, default=20, help="evaluation scenarios per condition")
-    parser.add_argument("--model", help="a compiled insurance model (default: train a tiny one here)")
-    parser.add_argument("--train-steps", type=int, default=300)
-    parser.add_argument("--live", action="store_true", help="run the frontier conditions on Claude (paid)")
-    parser.add_argument("--out", default="outputs/bench/simulation")
+    parser.add_argument("--domain", default="travel")
+    parser.add_argument("--n", type=int, default=8, help="scenarios (the same for every run)")
+    parser.add_argument("--model", default="smollm2-135m-instruct", help="model folder or named base")
+    parser.add_argument("--max-turns", type=int, default=16, help="messages per conversation at most")
+    parser.add_argument("--skip-conditions", action="store_true", help="only the batching comparison")
     args = parser.parse_args()
     transformers.logging.set_verbosity_error()
     datasets.disable_progress_bars()
 
-    wf = load_domain("insurance")
-    out = Path(args.out) / wf.name
-    model = Path(args.model) if args.model else compiled_model(out, args.train_steps)
-    frontier = get_backend("anthropic") if args.live else None
-    names = ["subterranean", "orchestrated"] + (["in_context", "langgraph"] if args.live else [])
-    conditions, skipped = build_conditions(names, wf, model, frontier)
-    for line in skipped:
-        print("skipped", line)
-    runs = simulate(wf, conditions, out / ("live" if args.live else "offline"), n=args.n, progress=False)
-    table = {name: [{"prompt_tokens": p, "seconds": s, "dollars": t["dollars"] / max(len(t["prompt_tokens"]), 1)}
-                    for t in rows for p, s in zip(t["prompt_tokens"], t["turn_seconds"])]
-             for name, rows in runs.items()}
-    if not args.live:      # the frontier conditions on the reference conversations of a scripted orchestrator
-        from subterra.langgraph_agent import LangGraphCondition
-        from subterra.simulation import InContext
+    wf = load_domain(args.domain)
+    agent = Agent(args.model)
+    with tempfile.TemporaryDirectory() as out:
+        timings = {}
+        for label, width in (("one at a time", 1), ("batched", args.n)):
+            start = time.perf_counter()
+            rows = simulate(wf, [Subterranean(agent, wf)], Path(out) / label, n=args.n, progress=False,
+                            batch_size=width, max_turns=args.max_turns)["subterranean"]
+            wall = time.perf_counter() - start
+            turns = sum(len(r["turn_seconds"]) for r in rows)
+            timings[label] = (wall / max(turns, 1), turns, per_turn(rows)[1])
+        print(f"{wf.name}, {args.n} scenarios, {args.model} as the subterranean condition:")
+        print(f"{'':<16}{'agent turns':>12}{'wall s/turn':>13}{'waited s/turn':>15}")
+        for label, (wall, turns, waited) in timings.items():
+            print(f"{label:<16}{turns:>12}{wall:>13.2f}{waited:>15.2f}")
+        ratio = timings["one at a time"][0] / timings["batched"][0]
+        print(f"batched is {ratio:.1f}x faster per agent turn (wall time; 'waited' is what one conversation's "
+              "customer waited per turn)")
+        if args.skip_conditions:
+            return
 
-        reference = simulate(wf, [Orchestrated(wf)], out / "reference", n=args.n, progress=False)["orchestrated"]
-        backend = Replay()
-        table["in_context"] = replay(InContext(wf, backend), backend, reference, wf)
-        table["langgraph"] = replay(LangGraphCondition(wf, backend), backend, reference, wf)
-
-    print(f"\ninsurance, {args.n} scenarios per condition ({'live' if args.live else 'offline'}):")
-    print(f"{'condition':<14}{'agent turns':>12}{'prompt tokens/turn':>20}{'s/turn':>10}{'$/turn':>12}")
-    for name, rows in table.items():
-        tokens = statistics.mean(r["prompt_tokens"] for r in rows)
-        secs = [r["seconds"] for r in rows if r["seconds"] is not None]
-        latency = f"{statistics.mean(secs):.3f}" if secs else "n/a"
-        dollars = statistics.mean(r["dollars"] for r in rows)
-        print(f"{name:<14}{len(rows):>12}{tokens:>20,.0f}{latency:>10}{dollars:>12.6f}")
-    print("tokens: the small model's own tokenizer; frontier conditions ~1.3 tokens/word offline, the API's live")
+        names = ["subterranean", "orchestrated", "in_context", "langgraph", "oracle"]
+        conditions, skipped = build_conditions(names, wf, args.model)
+        for line in skipped:
+            print("skipped", line)
+        runs = simulate(wf, conditions, Path(out) / "conditions", n=args.n, progress=False,
+                        max_turns=args.max_turns)
+    print(f"\n{'condition':<14}{'speaker':<58}{'prompt tok/turn':>16}{'$/conversation':>16}")
+    dollars = {}
+    for condition in conditions:
+        rows = runs[condition.name]
+        tokens = statistics.mean(p for r in rows for p in r["prompt_tokens"]) if rows else float("nan")
+        dollars[condition.name] = statistics.mean(r["dollars"] for r in rows)
+        print(f"{condition.name:<14}{condition.label[:56]:<58}{tokens:>16,.0f}{dollars[condition.name]:>16.6f}")
+    if dollars.get("subterranean") and "in_context" in dollars:
+        paper = PAPER_RATIO.get(wf.name)
+        print(f"in-context / compiled, per conversation: {dollars['in_context'] / dollars['subterranean']:,.0f}x"
+              + (f" (the paper: {paper}x)" if paper else ""))
 
 
 if __name__ == "__main__":

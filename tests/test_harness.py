@@ -254,3 +254,16 @@ def test_a_broken_agent_fails_the_same_harness(travel, tmp_path):
 
     failures, means, _ = _calibrate(travel, 20, tmp_path, Mute(travel))
     assert failures == 20 and means["task_success"] <= FAILURE_THRESHOLD
+
+
+def test_a_rambling_reply_does_not_end_the_conversation(travel):
+    # found: the base model's opening ("I'm here to help you plan your dream vacation...") read as a hand-off,
+    # so the customer left after one turn
+    scenario, path = scenario_for(travel, "none")
+    user = OfflineUser(travel, scenario, path)
+    ramble = ("I'm here to help you plan your dream vacation. Whether it's a romantic getaway, a relaxing getaway, "
+              "or a fun-loving adventure, I can help you find the perfect place to relax and enjoy your vacation.")
+    reply = user.respond([{"role": "assistant", "content": ramble}])
+    assert not reply.stop and reply.text.startswith("Sorry, I'm not sure")
+    handoff = "Of course. I'm transferring you to one of our travel consultants now. The wait is usually a few minutes."
+    assert user.respond([{"role": "assistant", "content": handoff}]).reason == "terminal:escalation"

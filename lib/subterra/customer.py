@@ -61,6 +61,7 @@ class OfflineUser:
     """A customer played from its scenario, its path's plan and its persona (see the module's rules)."""
 
     min_score = 0.2           # an agent message nearer than this to no agent example is not understood
+    end_score = 0.35          # and one that seems to end the conversation must be nearer still to count as ending it
 
     def __init__(self, workflow: Workflow, scenario: Scenario, path: Path, seed: int = 0, max_turns: int = 60):
         self.workflow, self.scenario, self.path = workflow, scenario, path
@@ -96,7 +97,8 @@ class OfflineUser:
         if self.seen.count(agent_text) >= 3:
             return UserTurn(STOP, stop=True, reason="loop")
         match = self.matcher.match(agent_text, {**self.scenario.values, **self.offered})
-        if match.score < self.min_score:
+        terminal = self.workflow.nodes[match.node].is_terminal
+        if match.score < (self.end_score if terminal else self.min_score):
             self.puzzled += 1
             if self.puzzled >= PATIENCE:                      # a person does not ask a fourth time
                 return UserTurn(STOP, stop=True, reason="not_understood")
