@@ -25,7 +25,8 @@ SMALL = {
     "03_synthesize": {"SUBTERRA_DOMAIN": "travel", "SUBTERRA_N_DIALOGUES": "100", "SUBTERRA_TEACHER": "offline"},
     "04_fine_tune": {"SUBTERRA_DOMAIN": "travel", "SUBTERRA_MAX_STEPS": "2" if REAL_BASE else "4",
                      "SUBTERRA_LORA_RANK": "4", "SUBTERRA_N_EVAL": "2" if REAL_BASE else "3"},
-    "05_simulate": {"SUBTERRA_DOMAIN": "travel", "SUBTERRA_N_SCENARIOS": "3" if REAL_BASE else "6"},
+    "05_simulate": {"SUBTERRA_DOMAIN": "travel", "SUBTERRA_N_SCENARIOS": "3" if REAL_BASE else "6",
+                    "SUBTERRA_SIZES": "in_context=1,langgraph=1"},
     "06_judge": {"SUBTERRA_DOMAIN": "travel", "SUBTERRA_JUDGE": "offline"},
     "07_analyze": {"SUBTERRA_DOMAIN": "travel", "SUBTERRA_N_RESAMPLES": "200"},
     "08_import_langgraph": {"SUBTERRA_N_DIALOGUES": "20", "SUBTERRA_TEACHER": "offline"},
@@ -117,14 +118,17 @@ def test_notebook_runs_headless(name, outputs, monkeypatch):
         "04_fine_tune": lambda: (outputs / "travel" / "model" / "config.json").exists()
         and "next step" in text and "values carried" in text
         and (not REAL_BASE or "repeated-value tokens the base predicts already" in text) and (outputs / "figures" / "travel_loss.png").exists(),
-        "05_simulate": lambda: "skipped langgraph" in text and "running: ['subterranean', 'orchestrated', 'oracle']" in text
+        "05_simulate": lambda: ("running: ['subterranean', 'orchestrated', 'langgraph', 'in_context', 'oracle']" in text
+                                and "stand-in" in text if REAL_BASE else "skipped langgraph" in text
+                                and "running: ['subterranean', 'orchestrated', 'oracle']" in text)
         and (outputs / "travel" / "simulation" / "subterranean" / "corpus").is_dir(),
         "06_judge": lambda: (outputs / "travel" / "simulation" / "scores-offline.csv").exists()
         and "Task Success" in text,
         "07_analyze": lambda: (outputs / "travel" / "results.json").exists()
         and (outputs / "travel" / "scores.csv").exists()
         and set(json.loads((outputs / "travel" / "results.json").read_text())["conditions"])
-        == {"subterranean", "orchestrated", "oracle"}
+        == ({"subterranean", "orchestrated", "langgraph", "in_context", "oracle"} if REAL_BASE
+            else {"subterranean", "orchestrated", "oracle"})
         and "calibration" in json.loads((outputs / "travel" / "results.json").read_text()),
         "08_import_langgraph": lambda: "7 nodes, 2 decision hubs, 4 paths, nothing left TODO" in text
         and "4 TODOs left to fill" in text and "paths covered: 4 of 4" in text
