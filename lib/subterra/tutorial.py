@@ -66,9 +66,13 @@ def run_notebooks(out: str | Path = "outputs", only: Iterable[str] | None = None
     """Run the tutorial in order; executed notebooks go to ``out/notebooks``, figures and files to ``out``."""
     from tqdm.auto import tqdm
 
+    import time
+
     out = Path(out).resolve()
     done = []
     for notebook in (bar := tqdm(tutorial_notebooks(only), unit="notebook")):
         bar.set_description(notebook.stem)
+        start = time.perf_counter()
         done.append(run_notebook(notebook, out / "notebooks", {"SUBTERRA_OUTPUTS": str(out), **(settings or {})}))
+        tqdm.write(f"{notebook.stem}: {time.perf_counter() - start:.0f} s")
     return done
