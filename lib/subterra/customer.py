@@ -105,7 +105,7 @@ class OfflineUser:
             return UserTurn(NOT_UNDERSTOOD)
         self.puzzled = 0
         node = match.node
-        if self.workflow.nodes[node].is_terminal:
+        if terminal:
             return UserTurn(STOP, stop=True, reason=f"terminal:{self.workflow.nodes[node].terminal}")
         if FAREWELL.search(agent_text):                     # the agent said goodbye off the procedure
             return UserTurn(STOP, stop=True, reason="agent_ended")
