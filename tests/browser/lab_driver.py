@@ -39,7 +39,8 @@ class LabPage:
     def open(self, notebook: str) -> None:
         """Open ``notebooks/<notebook>.ipynb`` and wait for its kernel to be idle."""
         # a workspace of its own, reset: only this notebook open
-        self.page.goto(f"{self.base}/lab/workspaces/{notebook}/tree/notebooks/{notebook}.ipynb?reset&token={self.token}")
+        url = f"{self.base}/lab/workspaces/{notebook}/tree/notebooks/{notebook}.ipynb"
+        self.page.goto(f"{url}?reset&token={self.token}")
         self.page.wait_for_function(
             """name => { const app = window.jupyterapp; const w = app && app.shell.currentWidget;
                          const kernel = w && w.sessionContext && w.sessionContext.session
@@ -72,22 +73,23 @@ class LabPage:
         problems += self.console_errors
         assert not problems, "\n".join(problems)
 
-    def frame(self, iframe_locator):
-        """The document inside an iframe (a graph), once vis-network has drawn it."""
+    def frame(self, iframe_locator, showing: str = ""):
+        """The document inside an iframe (a graph) once vis-network has drawn it, with ``showing`` in its legend."""
         from playwright.sync_api import Error as PlaywrightError
 
+        ready = ("text => typeof network !== 'undefined' && document.querySelector('#mynetwork canvas') "
+                 "&& document.querySelector('.legend').textContent.includes(text)")
         deadline = time.monotonic() + 30
-        while True:     # a widget update replaces the iframe: retry until one holds a drawn graph
+        while True:     # a widget update replaces the iframe: retry until the current one holds the graph
             try:
                 iframe_locator.scroll_into_view_if_needed()
                 frame = iframe_locator.element_handle().content_frame()
                 if frame is not None:
-                    frame.wait_for_function("() => typeof network !== 'undefined' "
-                                            "&& document.querySelector('#mynetwork canvas')", timeout=5000)
+                    frame.wait_for_function(ready, arg=showing, timeout=2000)
                     return frame
             except PlaywrightError:
                 pass
-            assert time.monotonic() < deadline, "no graph was drawn in the iframe"
+            assert time.monotonic() < deadline, f"no graph showing {showing!r} was drawn in the iframe"
             time.sleep(0.3)
 
     def screenshot(self, locator, file: Path) -> Path:

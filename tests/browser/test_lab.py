@@ -6,7 +6,9 @@ error. Screenshots land in outputs/screenshots/. ``make test`` runs these when C
 installed and says why it skipped them otherwise (see conftest.py).
 """
 
+import json
 import re
+import time
 
 import nbformat
 import pytest
@@ -26,8 +28,8 @@ def dropdown(box, description: str):
     return box.locator(".widget-dropdown", has=box.page.locator("label", has_text=description)).locator("select")
 
 
-def graph_of(lab_page, box):
-    return lab_page.frame(box.locator("iframe").last)
+def graph_of(lab_page, box, showing: str = ""):
+    return lab_page.frame(box.locator("iframe").last, showing)
 
 
 def test_path_browser_draws_and_follows_the_chosen_path(lab_page):
@@ -54,17 +56,19 @@ def test_path_browser_draws_and_follows_the_chosen_path(lab_page):
     lab_page.page.wait_for_function(
         "n => document.querySelectorAll('.subterra-path-browser .turns .turn').length === n", arg=len(path))
     assert turns.all_inner_texts() == [f"{i + 1} · {label}" for i, label in enumerate(labels)]
-    graph = graph_of(lab_page, browser)
-    graph.wait_for_function(f"() => document.querySelector('.legend').textContent.includes('{path.id}')")
+    graph = graph_of(lab_page, browser, showing=f"path {path.id}")
     edges = graph.evaluate(HIGHLIGHTED)
     assert edges != first["edges"] and edges == sorted({f"{a}>{b}" for a, b in path.edges})
 
-    # the 55-node insurance graph, at the size the notebook gives it, still readable
+    # the 55-node insurance graph, at the size the notebook gives it, on its longest path: still readable
     dropdown(browser, "domain").select_option("insurance")
-    browser.locator(".turns").filter(has_text="Greeting").wait_for()
-    graph = graph_of(lab_page, browser)
-    graph.wait_for_function("() => document.querySelector('.legend').textContent.includes('path p0000')")
-    assert graph.evaluate("() => nodes.length") == 55
+    browser.get_by_text("2381 of 2381 paths match").wait_for()      # the filters have followed the domain
+    options = dropdown(browser, "path").locator("option").all_inner_texts()
+    longest = max(options, key=lambda option: int(option.split()[2]))
+    dropdown(browser, "path").select_option(label=longest)
+    graph = graph_of(lab_page, browser, showing=f"path {longest.split()[0]}")
+    assert graph.evaluate("() => nodes.length") == 55 and len(options) == 2381
+    assert len(graph.evaluate(HIGHLIGHTED)) > 25                   # 39 turns, 29 distinct edges
     assert graph.evaluate(SCALE) >= READABLE, "the insurance graph is drawn too small to read"
     lab_page.screenshot(browser.locator("iframe").last, SCREENSHOTS / "insurance_graph.png")
     lab_page.check()
@@ -89,13 +93,13 @@ def test_chat_box_answers_with_the_compiled_model(lab_page):
     lab_page.check()
 
 
-def test_transcript_browser_pages_through_conversations(lab_page):
+def test_transcript_browser_pages_through_conversations(lab_page, lab):
     lab_page.open("05_simulate")
     lab_page.run_all(timeout=600)
     viewer = lab_page.page.locator(".subterra-transcript-browser")
     viewer.wait_for()
-    labels = {node.label for node in load_domain("travel").nodes.values()} | {"no node"}
     messages = viewer.locator(".message")
+    workflow = load_domain("travel")
 
     def turns() -> list[tuple[str, str]]:
         """(message, the node label beside it) for each turn shown."""
@@ -104,27 +108,50 @@ def test_transcript_browser_pages_through_conversations(lab_page):
             said, _, caption = text.rpartition("\n")
             match = re.fullmatch(r"turn (\d+) · (.+)", caption.strip())
             assert match, f"a turn without its node label: {text!r}"
-            shown.append((said.strip(), match.group(2)))
+            shown.append((" ".join(said.split()), match.group(2)))
         return shown
 
-    first = turns()
-    assert len(first) > 2 and all(said for said, _ in first)
-    assert all(label in labels for _, label in first), first
-    assert first[0][1] == "Greet the customer"
-    graph = graph_of(lab_page, viewer)
+    def traced(shown, scenario: str) -> list[str]:
+        """The node labels of the conformance trace the simulation recorded for the conversation shown."""
+        for file in (lab["root"] / "outputs" / "travel" / "simulation").glob("*/transcripts.jsonl"):
+            for line in file.read_text().splitlines():
+                transcript = json.loads(line)
+                said = [" ".join(m["content"].split()) for m in transcript["messages"][:len(shown)]]
+                if transcript["scenario_id"] == scenario and said == [text for text, _ in shown]:
+                    return [workflow.nodes[n].label if n else "no node" for n in transcript["trace_nodes"][:len(shown)]]
+        return None
+
+    def shows(scenario: str, n: int) -> list[tuple[str, str]]:
+        """The turns shown, once they are the ``n`` turns the simulation wrote for ``scenario``."""
+        deadline = time.monotonic() + 30
+        while (traced(shown := turns(), scenario) is None or len(shown) != n) and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert traced(shown, scenario) is not None, f"not the conversation the simulation wrote for {scenario}: {shown}"
+        assert len(shown) == n
+        return shown
+
+    def choice(option: str) -> tuple[str, str, int]:
+        """The scenario, the path and the number of turns a dialogue's label names."""
+        scenario, path_id, turns_ = (part.strip() for part in option.split("·"))
+        return scenario, path_id, int(turns_.split()[0])
+
+    select = dropdown(viewer, "dialogue")
+    options = select.locator("option").all_inner_texts()
+    assert len(options) >= 2
+    scenario, path_id, n = choice(options[0])
+    first = shows(scenario, n)
+    assert n > 2 and all(said for said, _ in first)
+    assert [label for _, label in first] == traced(first, scenario)
+    graph = graph_of(lab_page, viewer, showing=f"path {path_id}")
     assert graph.evaluate(HIGHLIGHTED) and graph.evaluate(SCALE) >= READABLE
     lab_page.screenshot(viewer, SCREENSHOTS / "transcript_browser.png")
 
-    # page to the next conversation
-    select = dropdown(viewer, "dialogue")
-    assert select.locator("option").count() >= 2
-    before = viewer.locator(".message").first.locator("xpath=..").inner_text()
+    # page to the next conversation: its turns, labels and path
     select.select_option(index=1)
-    lab_page.page.wait_for_function(
-        "before => document.querySelector('.subterra-transcript-browser .message').parentElement.innerText !== before",
-        arg=before)
-    second = turns()
-    assert second != first and all(label in labels for _, label in second)
+    scenario, path_id, n = choice(options[1])
+    second = shows(scenario, n)
+    assert [label for _, label in second] == traced(second, scenario)
+    graph_of(lab_page, viewer, showing=f"path {path_id}")
 
     # step back through it with the keyboard on the turn slider: fewer turns shown
     handle = viewer.locator(".widget-slider .noUi-handle").first
