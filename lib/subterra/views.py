@@ -285,7 +285,7 @@ def _bubble(role: str, text: str, caption: str | None = None) -> str:
     align, colour = ("left", "#EEF3FB") if role == "assistant" else ("right", "#FCEFE6")
     under = f'<br><small style="color:#888">{html.escape(caption)}</small>' if caption else ""
     return (f'<div class="message {role}" style="text-align:{align};margin:4px"><span style="display:inline-block;'
-            f'background:{colour};padding:6px 10px;border-radius:8px;max-width:85%">{html.escape(text)}</span>'
+            f'background:{colour};padding:6px 10px;border-radius:8px;max-width:85%;line-height:1.4">{html.escape(text)}</span>'
             f'{under}</div>')
 
 
