@@ -412,3 +412,15 @@ def test_a_small_training_budget_still_covers_every_path(corpus):
     assert len(set(chosen["id"])) == len(chosen)                       # no dialogue twice
     assert cover_paths(corpus["train"], 5)["path_id"] != cover_paths(corpus["train"], 5, seed=1)["path_id"]
     assert len(cover_paths(corpus["train"], 10 ** 6)) == len(corpus["train"])
+
+
+def test_checkpoints_of_another_model_are_set_aside_not_resumed(corpus, tmp_path, capsys):
+    # found: notebook 04 re-run with another recipe into the same folder resumed the old checkpoint and crashed
+    # on a state dict of another shape
+    train(corpus, tmp_path, None, max_steps=2, **{**TINY, "eval_steps": 2})
+    assert (tmp_path / "checkpoint-2").exists()
+    result = train(corpus, tmp_path, None, max_steps=2, **{**TINY, "eval_steps": 2, "hidden_size": 32})
+    assert result.global_step == 2 and [r["step"] for r in result.history if "loss" in r] == [1, 2]
+    aside = list(tmp_path.glob("previous-*/checkpoint-2"))
+    assert len(aside) == 1                                   # kept, not deleted
+    assert "hidden_size 64 -> 32" in capsys.readouterr().out

@@ -33,6 +33,7 @@ from typing import Any, Iterable
 
 from .encoding import IGNORE, Collator, FreshValues, build_dataset, corpus_texts, cover_paths, fit_tokenizer
 from .recipes import DEFAULT_RECIPE, SCRATCH, Recipe, RecipeError, load_recipe, parse_overrides
+from .store import write_atomic
 
 
 def _epoch_callback(dataset: FreshValues):
@@ -300,6 +301,10 @@ def train(corpus, out_dir: str | FilePath, recipe: "Recipe | str | dict | None" 
     train_tokens = trainer.train_tokens
     padding = padding_fraction(trainer.get_train_dataloader())
     checkpoint = get_last_checkpoint(str(out_dir)) if resume and out_dir.exists() else None
+    if checkpoint and not _same_recipe(out_dir, recipe):
+        checkpoint = None                        # another recipe's checkpoints: kept aside, never resumed from
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_atomic(out_dir / RECIPE_RECORD, json.dumps(recipe.as_dict(), indent=1, sort_keys=True, default=str))
     epoch0 = json.loads((FilePath(checkpoint) / "trainer_state.json").read_text())["epoch"] if checkpoint else 0.0
     start = time.perf_counter()
     trainer.train(resume_from_checkpoint=checkpoint)
@@ -334,6 +339,33 @@ def write_training_record(result: TrainResult, recipe: Recipe) -> FilePath:
     path = result.out_dir / TRAINING_RECORD
     path.write_text(json.dumps(record, indent=1, default=str))
     return path
+
+
+RECIPE_RECORD = "recipe.json"     # the recipe of the run whose checkpoints are in the folder
+# What a checkpoint *is*: a run may resume with another schedule (a longer max_steps), never another model.
+MODEL_FIELDS = ("model_name_or_path", "vocab_size", "num_layers", "hidden_size", "num_heads", "intermediate_size",
+                "lora_rank", "train_layers")
+
+
+def _same_recipe(out_dir: FilePath, recipe) -> bool:
+    """Whether the checkpoints in ``out_dir`` hold the model ``recipe`` trains. If not, they are moved to
+    ``out_dir/previous-<time>/`` with one line saying so: resuming them would train another model (or crash
+    on one of another shape). Checkpoints with no recipe record (an older run) are resumed as before."""
+    record = out_dir / RECIPE_RECORD
+    if not record.exists():
+        return True
+    full = json.loads(json.dumps(recipe.as_dict(), default=str))
+    mine = {k: full.get(k) for k in MODEL_FIELDS}
+    theirs = {k: json.loads(record.read_text()).get(k) for k in MODEL_FIELDS}
+    if theirs == mine:
+        return True
+    aside = out_dir / time.strftime("previous-%Y%m%d-%H%M%S")
+    aside.mkdir(parents=True, exist_ok=True)
+    for old in out_dir.glob("checkpoint-*"):
+        old.rename(aside / old.name)
+    changed = ", ".join(f"{k} {theirs[k]} -> {mine[k]}" for k in MODEL_FIELDS if theirs[k] != mine[k])
+    print(f"{out_dir}: its checkpoints hold another model ({changed}); moved to {aside.name}/, starting over")
+    return False
 
 
 def read_training_record(model_dir: str | FilePath) -> dict | None:
