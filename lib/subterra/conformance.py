@@ -73,6 +73,11 @@ def lookups(workflow: Workflow) -> frozenset[str]:
     return _cached(workflow, "lookups", build)
 
 
+def spoken(value: Any) -> str:
+    """A value as it is said: a catalogue record by its first field (an error by its code)."""
+    return str(next(iter(value.values()))) if isinstance(value, dict) else str(value)
+
+
 def _pattern(value: Any) -> re.Pattern:
     """``value`` as a whole word; capitalised values case-sensitively ("Nice" the city, not "nice"), and a
     number never inside a longer number, a time or an amount ("1" is not in "$1,010" or "1:05 pm")."""
@@ -258,11 +263,11 @@ def conformance(workflow: Workflow, messages: list[dict], values: Mapping[str, A
     """Map each non-system message onto a node and check the walk against the graph.
 
     Agent turns are matched among agent nodes, preferring what the graph allows next unless the text
-    clearly performs another node. A customer turn is read as the nearest reply the graph expects
-    (a customer who also answers the next question still answers this one). A customer turn that does not answer the step it follows (see
-    :func:`read_reply`) is an *aside* when the agent then asks its step again: its node is None and
-    the repeated step is no violation. If the agent instead moves on, the turn is read as the
-    nearest reply it resembled.
+    clearly performs another node. A customer turn is read as the nearest reply the graph expects (a
+    customer who also answers the next question still answers this one). A customer turn that does
+    not answer the step it follows (see :func:`read_reply`) is an *aside* when the agent then asks its
+    step again: its node is None and the repeated step is no violation. If the agent instead moves
+    on, the turn is read as the nearest reply it resembled.
     """
     matcher = matcher or matcher_for(workflow, None)
     succ = {n: {e.target for e in workflow.successors(n)} for n in workflow.nodes}

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .backends import Backend, Request, Usage
-from .conformance import extract_values, lookups, matcher_for, node_names, required_values, slot_names
+from .conformance import extract_values, lookups, matcher_for, node_names, required_values, slot_names, spoken
 from .paths import Path
 from .scenarios import Scenario
 from .synthesis import offline_turn
@@ -115,7 +115,7 @@ class OfflineUser:
         if wrong is not None:
             name, value = wrong
             self.corrections[name] += 1
-            return UserTurn(f"Sorry, that's not right: the {name.replace('_', ' ')} is {_show(value)}.",
+            return UserTurn(f"Sorry, that's not right: the {name.replace('_', ' ')} is {spoken(value)}.",
                             challenge=True)
         reply = self._next_user_node(node)
         if reply is None:
@@ -127,7 +127,7 @@ class OfflineUser:
         if self.slip is not None:                              # put right the slip of the last message
             name, wrong, meant = self.slip
             self.said[name], self.slip, challenge = meant, None, True
-            prefix = f"Sorry, I said {_show(wrong)} by mistake, it's {_show(meant)}. "
+            prefix = f"Sorry, I said {spoken(wrong)} by mistake, it's {spoken(meant)}. "
         terminal = self.workflow.nodes[reply].terminal
         if self.style != "none" and not challenge and not terminal and self.challenge_due is not None:
             if self.challenge_due > 0:
@@ -159,7 +159,7 @@ class OfflineUser:
             self._unadvance(reply)
             name = needed[0]
             return UserTurn(f"{rng.choice(PARTIAL)} The {name.replace('_', ' ')} is "
-                            f"{_show(self._value(name))}.", challenge=True)
+                            f"{spoken(self._value(name))}.", challenge=True)
         decisive = set().union(*(e.check.names for e in self.workflow.edges if e.check is not None))
         slips = [n for n in needed if n not in decisive]      # a slip that changes the route is no slip
         if style == "corrects_earlier" and slips:             # a slip now, put right in the next message
@@ -221,22 +221,12 @@ class OfflineUser:
             if name in self.lookups or self.corrections[name] >= 2:
                 continue
             truth = self._value(name)
-            if truth is None or _same(value, truth) or _pattern_in(truth, text):
+            if truth is None or spoken(value) == spoken(truth) or spoken(truth).lower() in text.lower():
                 continue
             return name, truth
         return None
 
 
-def _show(value: Any) -> str:
-    return str(next(iter(value.values()))) if isinstance(value, dict) else str(value)
-
-
-def _same(a: Any, b: Any) -> bool:
-    return _show(a) == _show(b)
-
-
-def _pattern_in(value: Any, text: str) -> bool:
-    return _show(value).lower() in text.lower()
 
 
 ROLE_PLAY = """You are role-playing a customer talking to a {title} assistant. Stay in character; never \

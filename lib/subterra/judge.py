@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .backends import Backend, Request, Usage
-from .conformance import ANSWER_SCORE, extract_values, invalid_steps, lookups, matcher_for, node_names
+from .conformance import ANSWER_SCORE, extract_values, invalid_steps, lookups, matcher_for, node_names, spoken
 from .workflow import Workflow
 
 CRITERIA = ("task_success", "information_accuracy", "consistency", "graceful_handling", "naturalness")
@@ -284,7 +284,7 @@ class OfflineJudge:
                     expected = first.setdefault(name, stated)
                 else:
                     expected = said.get(name, values.get(name))
-                    if expected is not None and _shown(expected).lower() in text.lower():
+                    if expected is not None and spoken(expected).lower() in text.lower():
                         continue                              # the right value is there too ("not X but Y")
                 if expected is not None:
                     yield name, stated, expected
@@ -292,14 +292,14 @@ class OfflineJudge:
     def information_accuracy(self, t: dict, values: dict, agent: list[str]) -> tuple[int, str]:
         """The customer's values the assistant states wrongly (against what the customer said):
         0 → 5, 1 → 4, 2 → 3, 3-4 → 2, more → 1. Look-ups are Consistency's."""
-        wrong = sum(_shown(s) != _shown(e) for name, s, e in self._statements(t, values) if name not in self.lookups)
+        wrong = sum(spoken(s) != spoken(e) for name, s, e in self._statements(t, values) if name not in self.lookups)
         score = 5 if wrong == 0 else 4 if wrong == 1 else 3 if wrong == 2 else 2 if wrong <= 4 else 1
         return score, f"{wrong} stated value(s) differ from what the customer said"
 
     def consistency(self, t: dict, values: dict, agent: list[str]) -> tuple[int, str]:
         """5 minus one per problem: a look-up value (a flight, a price) stated differently than before,
         or the same assistant turn twice in a row."""
-        changed = sum(_shown(s) != _shown(e) for name, s, e in self._statements(t, values) if name in self.lookups)
+        changed = sum(spoken(s) != spoken(e) for name, s, e in self._statements(t, values) if name in self.lookups)
         repeats = sum(a == b for a, b in zip(agent, agent[1:]))
         return max(1, 5 - changed - repeats), f"{changed} looked-up value(s) changed, {repeats} turn(s) repeated"
 
@@ -336,11 +336,6 @@ class OfflineJudge:
         share = bad / len(agent)
         score = 5 if share == 0 else 4 if share <= 0.1 else 3 if share <= 0.3 else 2 if share <= 0.6 else 1
         return score, f"{bad} of {len(agent)} assistant turns empty, overlong or with artefacts"
-
-
-def _shown(value: Any) -> str:
-    """A value as it is said: a catalogue record by its first field."""
-    return str(next(iter(value.values()))) if isinstance(value, dict) else str(value)
 
 
 def judge_transcripts(transcripts: list[dict], judge, progress: bool = True) -> list[Score]:
