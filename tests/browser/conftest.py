@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from lab_driver import SCREENSHOTS, LabPage
+from .lab_driver import SCREENSHOTS, LabPage
 
 CHROMIUM = os.environ.get("SUBTERRA_CHROMIUM", "/usr/bin/chromium")
 ROOT = Path(__file__).resolve().parents[2]

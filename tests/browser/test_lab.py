@@ -13,7 +13,7 @@ import time
 import nbformat
 import pytest
 
-from lab_driver import SCREENSHOTS
+from .lab_driver import SCREENSHOTS
 from subterra import enumerate_paths, load_domain
 from subterra.views import HIGHLIGHT
 
