@@ -70,7 +70,7 @@ def _get(url: str) -> list | dict:
         return json.loads(response.read() or b"null")
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def lab_root(tmp_path_factory) -> Path:
     """A root of its own: copies of the notebooks, an outputs folder with the small recipe and a corpus."""
     from subterra import load_domain
@@ -88,7 +88,7 @@ def lab_root(tmp_path_factory) -> Path:
     return root
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def lab(lab_root):
     """``jupyter lab`` on 127.0.0.1 (a free port, a token), its config, data and settings in the root."""
     port, token = _free_port(), os.urandom(16).hex()
@@ -149,8 +149,10 @@ def shutdown_kernels(lab) -> None:
         urllib.request.urlopen(request, timeout=30).close()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def chromium():
+    # package scope, not session: Playwright's sync API keeps an event loop running in this thread until it
+    # closes, and asyncio.run() in the tests after this package would fail inside it
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:
