@@ -104,3 +104,24 @@ def test_results_json_stays_valid_when_a_difference_never_varies(run, tmp_path):
     results_json, _ = write_results(tmp_path, "toy", both, runs, 60.0, n_resamples=200)
     summary = json.loads(results_json.read_text())                 # strict JSON: no Infinity, no NaN
     assert any(c["d"] is None for c in summary["comparisons"])
+
+
+def test_paired_differences_plot_a_criterion_one_condition_never_scored():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import pandas as pd
+
+    from subterra.analysis import plot_paired_differences
+    from subterra.judge import CRITERIA
+
+    rows = []
+    for k in range(4):
+        for condition in ("subterranean", "langgraph"):
+            scores = {c: 4 + (k % 2) for c in CRITERIA}
+            if condition == "langgraph":
+                scores["graceful_handling"] = None          # no challenge posed in any of its conversations
+            rows.append({"condition": condition, "scenario_id": f"s{k}", "error": None, **scores})
+    ax = plot_paired_differences(pd.DataFrame(rows))
+    assert ax.get_title().startswith("Paired differences")
+    assert {t.get_text() for t in ax.get_xticklabels()} >= {"Task Success", "Naturalness"}

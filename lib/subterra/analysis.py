@@ -253,10 +253,12 @@ def plot_paired_differences(scores: pd.DataFrame, reference: str = "subterranean
     import seaborn as sns
 
     ok = scores[scores["error"].isna()]
-    wide = ok.pivot_table(index="scenario_id", columns="condition", values=list(CRITERIA))
+    wide = ok.pivot_table(index="scenario_id", columns="condition", values=list(CRITERIA), dropna=False)
     rows = []
     for other in _ordered(c for c in ok["condition"].unique() if c != reference):
         for criterion in CRITERIA:
+            if (criterion, reference) not in wide or (criterion, other) not in wide:
+                continue                  # never scored here (Graceful Handling with no challenge posed)
             diff = (wide[(criterion, reference)] - wide[(criterion, other)]).dropna()
             rows += [{"versus": other, "criterion": TITLES[criterion], "difference": d} for d in diff]
     if ax is None:
