@@ -166,10 +166,10 @@ class Orchestrated(Condition):
     def route(self, messages: list[dict]) -> str:
         wf = self.workflow
         self.again = self.leaving = False
+        known = self.known(messages)
         if self.node is None and wf.nodes[wf.start].role == "agent":
             return wf.start
         reply = messages[-1]["content"] if messages and messages[-1]["role"] == "user" else ""
-        known = self.known(messages)
         expected = [wf.start] if self.node is None else \
             [e.target for e in wf.successors(self.node) if wf.nodes[e.target].role == "user"]
         if not expected:                           # two agent steps in a row
@@ -199,15 +199,16 @@ class Orchestrated(Condition):
         return chosen.target
 
     def prompt(self, messages: list[dict]) -> list[dict] | None:
+        self.heard = self.known(messages)               # once per turn: the script and the prompt reuse it
         self.node = self.route(messages)
         if self.agent is None:
             return None                           # the script speaks: no model call
-        return [{"role": "system", "content": self.system_prompt(self.known(messages))}] + messages
+        return [{"role": "system", "content": self.system_prompt(self.heard)}] + messages
 
     def turn(self, messages, chat, text, seconds) -> AgentTurn:
         start = time.perf_counter()
         if chat is None:
-            text = self.script(messages, self.known(messages))
+            text = self.script(messages, self.heard)
             node = self.workflow.nodes[self.node]
             words = len(self.workflow.system_prompt.split()) + len(node.prompt.split()) + sum(
                 len(m["content"].split()) for m in messages)
