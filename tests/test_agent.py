@@ -108,3 +108,99 @@ def test_values_the_agent_brings_in_first_are_not_judged(travel):
     assert not check_values(travel, "booking_summary", other_flight, VALUES).precise    # all judged: wrong
     swapped = render(template, {**VALUES, "origin": "Hobart", "destination": "Doha"})
     assert set(check_values(travel, "booking_summary", swapped, VALUES, said=said).wrong) == {"Hobart", "Doha"}
+
+
+# --------------------------------------------------------------------------- the prefix cache
+
+@pytest.fixture(scope="module")
+def tiny_chat():
+    """(model, tokenizer): a two-layer model in float64 (so a padded batch reads exactly as a lone row), its
+    weights drawn wide enough that what it writes depends on what it reads."""
+    from subterra.encoding import fit_tokenizer
+    from subterra.recipes import Recipe
+    from subterra.training import tiny_model
+
+    torch.manual_seed(0)
+    tokenizer = fit_tokenizer(["You are a booking assistant. fly from city to Paris next round what 0123456789"] * 20,
+                              300)
+    recipe = Recipe(num_layers=2, hidden_size=32, num_heads=4, intermediate_size=64, vocab_size=300)
+    model = tiny_model(tokenizer, recipe).double().eval()
+    with torch.no_grad():
+        for weights in model.parameters():
+            if weights.dim() > 1:
+                weights.normal_(0, 0.3)
+    return model, tokenizer
+
+
+def _agents(tiny_chat, cache_gib=1.0):
+    """(cached, plain) agents on the same model; a token it often writes also ends a reply, so rows of one
+    batch stop at different lengths."""
+    from collections import Counter
+
+    model, tokenizer = tiny_chat
+    cached = Agent.from_model(model, tokenizer, max_new_tokens=10, cache_gib=cache_gib)
+    plain = Agent.from_model(model, tokenizer, max_new_tokens=10)
+    written = Counter()
+    for i in range(5):
+        prompt = plain.tokenizer.apply_chat_template([{"role": "user", "content": f"fly from city {i} to Paris"}],
+                                                     add_generation_prompt=True, return_tensors="pt")
+        out = model.generate(**prompt, max_new_tokens=8, do_sample=False)
+        written.update(out[0, prompt["input_ids"].shape[1] + 1:].tolist())
+    for agent in (cached, plain):
+        agent.stop_ids = sorted({*agent.stop_ids, written.most_common(1)[0][0]})
+    return cached, plain
+
+
+def _rounds(agents, n=5, rounds=3, system="You are a booking assistant. " * 4):
+    chats = [[{"role": "system", "content": system}, {"role": "user", "content": f"fly from city {i} to Paris"}]
+             for i in range(n)]
+    for r in range(rounds):
+        replies = [agent.reply_batch(chats, batch_size=3) for agent in agents]
+        yield chats, replies
+        chats = [c + [{"role": "assistant", "content": a}, {"role": "user", "content": f"next round {r}{i}"}]
+                 for i, (c, a) in enumerate(zip(chats, replies[-1]))]
+
+
+def test_the_prefix_cache_gives_the_replies_of_reading_everything_again(tiny_chat):
+    cached, plain = _agents(tiny_chat)
+    lengths = set()
+    for round_, (chats, (with_cache, without)) in enumerate(_rounds([cached, plain])):
+        assert with_cache == without
+        lengths |= {len(reply) for reply in without}
+        if round_:   # each prompt continued from the entry its previous turn left: only the new part was read
+            prompts = [cached.tokenizer.apply_chat_template(c, add_generation_prompt=True)["input_ids"]
+                       for c in chats]
+            shared = [cached.prefix_cache.longest(p)[1] for p in prompts]
+            assert all(len(p) - n < 30 for p, n in zip(prompts, shared)), (shared, [len(p) for p in prompts])
+    assert len(lengths) > 1                       # rows stopped at different lengths inside one batch
+    assert len(cached.prefix_cache.entries) == 5  # one entry per conversation: each turn replaced its last one
+
+
+def test_a_new_conversation_reuses_another_ones_system_prompt(tiny_chat):
+    cached, _ = _agents(tiny_chat)
+    system = "You are a booking assistant. " * 6
+    cached.reply([{"role": "system", "content": system}, {"role": "user", "content": "fly from city 1"}])
+    other = cached.tokenizer.apply_chat_template(
+        [{"role": "system", "content": system}, {"role": "user", "content": "to Paris"}],
+        add_generation_prompt=True)["input_ids"]
+    system_only = cached.tokenizer.apply_chat_template([{"role": "system", "content": system}])["input_ids"]
+    assert cached.prefix_cache.longest(other)[1] >= len(system_only) - 2
+
+
+def test_the_prefix_cache_stays_within_its_budget_and_still_answers_the_same(tiny_chat):
+    cached, plain = _agents(tiny_chat, cache_gib=1e-4)
+    budget = cached.prefix_cache.max_tokens
+    for _, (with_cache, without) in _rounds([cached, plain], n=6):
+        assert with_cache == without
+        assert cached.prefix_cache.tokens <= budget or len(cached.prefix_cache.entries) == 1
+
+
+def test_a_model_in_training_is_never_served_from_the_cache(tiny_chat):
+    cached, _ = _agents(tiny_chat)
+    cached.model.train()
+    try:
+        cached.reply([{"role": "user", "content": "fly from city 2"}])
+    finally:
+        cached.model.eval()
+    assert not cached.prefix_cache.entries
+    assert Agent.from_model(*tiny_chat).prefix_cache is None   # a model in memory may still change: off by default

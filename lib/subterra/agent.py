@@ -31,7 +31,7 @@ class Agent:
     """
 
     def __init__(self, model_dir: str | FilePath, max_new_tokens: int = 128, device: str | None = None,
-                 no_repeat: int = 8):
+                 no_repeat: int = 8, cache_gib: float = 4.0):
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         from .bases import resolve_base
@@ -39,15 +39,17 @@ class Agent:
 
         source = resolve_base(str(model_dir))
         model = AutoModelForCausalLM.from_pretrained(source).to(device or accelerator())
-        self._setup(model, AutoTokenizer.from_pretrained(source), max_new_tokens, no_repeat)
+        self._setup(model, AutoTokenizer.from_pretrained(source), max_new_tokens, no_repeat, cache_gib)
 
     @classmethod
-    def from_model(cls, model, tokenizer, max_new_tokens: int = 128, no_repeat: int = 8) -> "Agent":
+    def from_model(cls, model, tokenizer, max_new_tokens: int = 128, no_repeat: int = 8,
+                   cache_gib: float = 0.0) -> "Agent":
+        """An agent on a model already in memory; no prefix cache unless asked (its weights may still change)."""
         agent = cls.__new__(cls)
-        agent._setup(model, tokenizer, max_new_tokens, no_repeat)
+        agent._setup(model, tokenizer, max_new_tokens, no_repeat, cache_gib)
         return agent
 
-    def _setup(self, model, tokenizer, max_new_tokens: int, no_repeat: int) -> None:
+    def _setup(self, model, tokenizer, max_new_tokens: int, no_repeat: int, cache_gib: float = 0.0) -> None:
         import copy
 
         self.tokenizer = copy.copy(tokenizer)
@@ -60,37 +62,180 @@ class Agent:
         stops = self.model.generation_config.eos_token_id
         stops = stops if isinstance(stops, list) else [stops] if stops is not None else []
         self.stop_ids = sorted({*stops, self.tokenizer.eos_token_id} - {None})
+        self.prefix_cache = PrefixCache.for_model(model, cache_gib) if cache_gib > 0 else None
 
     def reply(self, messages: list[dict]) -> str:
         """The next assistant turn after ``messages`` (system prompt first, then the conversation)."""
         return self.reply_batch([messages])[0]
 
     def reply_batch(self, conversations: list[list[dict]], batch_size: int = 32, progress: bool = False) -> list[str]:
-        """Next assistant turns for many conversations at once (batches of similar length, left-padded, greedy)."""
+        """Next assistant turns for many conversations at once (batches of similar length, left-padded, greedy).
+
+        With a prefix cache (the default for a model loaded from a folder), a conversation's earlier
+        turns are not read again: each prompt continues from the longest already-read token
+        sequence it starts with (the same conversation's previous turn, or a long system prompt
+        another conversation began with), and only the rest is computed.
+        """
         import torch
         from tqdm.auto import tqdm
-        from transformers import LogitsProcessorList
 
         texts = [self.tokenizer.apply_chat_template(c, tokenize=False, add_generation_prompt=True)
                  for c in conversations]
-        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+        ids = [self.tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
+        order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
         replies: dict[int, str] = {}
         was_training = self.model.training
+        cache = self.prefix_cache if not was_training else None
         self.model.eval()
         for start in tqdm(range(0, len(order), batch_size), desc="generating", unit="batch", disable=not progress):
             members = order[start:start + batch_size]
-            enc = self.tokenizer([texts[i] for i in members], return_tensors="pt", padding=True,
-                                 add_special_tokens=False).to(self.device)
-            guard = LogitsProcessorList([NoRepeatInReply(self.no_repeat, enc["input_ids"].shape[1])] if self.no_repeat
-                                        else [])
             with torch.no_grad():
-                out = self.model.generate(**enc, max_new_tokens=self.max_new_tokens, do_sample=False,
-                                          logits_processor=guard, eos_token_id=self.stop_ids,
-                                          pad_token_id=self.tokenizer.pad_token_id)
-            new = self.tokenizer.batch_decode(out[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)
+                new = self._generate([ids[i] for i in members], cache)
             replies.update({i: text.strip() for i, text in zip(members, new)})
         self.model.train(was_training)
         return [replies[i] for i in range(len(texts))]
+
+    def _generate(self, rows: list[list[int]], cache: "PrefixCache | None") -> list[str]:
+        """One batched greedy ``generate``. Each row is laid out as ``[pad] [cached part] [pad] [new part]``:
+        the cached part's keys and values come from the prefix cache, the padding is masked out, and
+        positions count real tokens only (from the attention mask), so a row reads as if it were alone."""
+        import torch
+        from transformers import LogitsProcessorList
+
+        hits = [cache.longest(row) if cache is not None else (None, 0) for row in rows]
+        held = max(n for _, n in hits)                         # the cached part's width
+        fresh = max(len(row) - n for row, (_, n) in zip(rows, hits))
+        pad = self.tokenizer.pad_token_id
+        input_ids = torch.full((len(rows), held + fresh), pad, dtype=torch.long)
+        mask = torch.zeros_like(input_ids)
+        for r, (row, (_, n)) in enumerate(zip(rows, hits)):
+            input_ids[r, held - n:held], mask[r, held - n:held] = torch.tensor(row[:n], dtype=torch.long), 1
+            tail = row[n:]
+            input_ids[r, held + fresh - len(tail):], mask[r, held + fresh - len(tail):] = (
+                torch.tensor(tail, dtype=torch.long), 1)
+        past = cache.batch(hits, held, self.model) if held else None
+        width = input_ids.shape[1]
+        guard = LogitsProcessorList([NoRepeatInReply(self.no_repeat, width)] if self.no_repeat else [])
+        out = self.model.generate(input_ids=input_ids.to(self.device), attention_mask=mask.to(self.device),
+                                  cache=past, max_new_tokens=self.max_new_tokens, do_sample=False,
+                                  logits_processor=guard, eos_token_id=self.stop_ids, pad_token_id=pad,
+                                  return_dict_in_generate=True)
+        generated = out.sequences[:, width:].tolist()
+        if cache is not None:
+            cache.store(rows, hits, mask, generated, set(self.stop_ids) | {pad}, out.cache)
+        return self.tokenizer.batch_decode(out.sequences[:, width:], skip_special_tokens=True)
+
+
+class PrefixCache:
+    """Keys and values of token sequences a model has already read, kept for the prompts that extend them.
+
+    A conversation's next prompt is its previous prompt plus the reply and the customer's answer;
+    in-context prompts share one long system prompt. :meth:`longest` finds the stored sequence
+    sharing the longest start with a new prompt, :meth:`batch` lays the stored states out for a
+    batch, :meth:`store` keeps each row's states after generation (replacing the entry it
+    extended). Least recently used entries go first when the stored tokens pass the budget.
+    """
+
+    def __init__(self, max_tokens: int):
+        from collections import OrderedDict
+
+        self.max_tokens = max_tokens
+        # id -> (token ids, keys per layer, values per layer, how many of the ids were the prompt)
+        self.entries: "OrderedDict[int, tuple[list[int], list, list, int]]" = OrderedDict()
+        self.tokens, self._next = 0, 0
+
+    @classmethod
+    def for_model(cls, model, gib: float) -> "PrefixCache":
+        config = model.config.get_text_config()
+        heads = getattr(config, "num_key_value_heads", None) or config.num_attention_heads
+        dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+        per_token = 2 * config.num_hidden_layers * heads * dim * next(model.parameters()).element_size()
+        return cls(max(1, int(gib * 2**30 / per_token)))
+
+    def longest(self, row: list[int]) -> tuple[int | None, int]:
+        """(entry id, tokens shared) for the entry sharing the longest start with ``row``, leaving one token to read."""
+        best, shared = None, 0
+        for key, (ids, *_) in self.entries.items():
+            n = _common_prefix(ids, row, len(row) - 1)
+            if n > shared:
+                best, shared = key, n
+        if best is not None:
+            self.entries.move_to_end(best)
+        return best, shared
+
+    def batch(self, hits: list[tuple[int | None, int]], held: int, model):
+        """A cache for the batch: each row's stored states right-aligned to ``held`` columns (zeros before)."""
+        import torch
+        from transformers import DynamicCache
+
+        cache = DynamicCache(config=model.config)
+        sample = next(iter(self.entries.values()))
+        for layer in range(len(sample[1])):
+            per_row_k, per_row_v = [], []
+            for key, n in hits:
+                k = self.entries[key][1][layer][:, :n] if key is not None else sample[1][layer][:, :0]
+                v = self.entries[key][2][layer][:, :n] if key is not None else sample[2][layer][:, :0]
+                gap = held - n
+                if gap:
+                    k = torch.cat([k.new_zeros(k.shape[0], gap, k.shape[2]), k], dim=1)
+                    v = torch.cat([v.new_zeros(v.shape[0], gap, v.shape[2]), v], dim=1)
+                per_row_k.append(k)
+                per_row_v.append(v)
+            cache.update(torch.stack(per_row_k), torch.stack(per_row_v), layer)
+        return cache
+
+    def store(self, rows, hits, mask, generated, stops: set[int], past) -> None:
+        """Keep each row's prompt and reply states (up to its stop token) as one entry."""
+        import torch
+        from transformers.cache_utils import DynamicLayer
+
+        layers = getattr(past, "layers", None)
+        if not layers or any(type(layer) is not DynamicLayer for layer in layers):
+            return                                       # sliding windows and the like: nothing reusable
+        width, length = mask.shape[1], layers[0].keys.shape[-2]
+        for r, (row, (key, n)) in enumerate(zip(rows, hits)):
+            reply = []
+            for token in generated[r]:
+                if token in stops:
+                    break
+                reply.append(token)
+            reply = reply[:max(0, length - width)]       # the last token written was never read back
+            columns = torch.cat([mask[r].nonzero().flatten(), torch.arange(width, width + len(reply))])
+            columns = columns.to(layers[0].keys.device)
+            keys = [layer.keys[r][:, columns] for layer in layers]
+            values = [layer.values[r][:, columns] for layer in layers]
+            if key in self.entries and n >= self.entries[key][3]:
+                self._drop(key)                  # the same conversation, a turn on: the new entry replaces it
+            self._add(list(row) + reply, keys, values, len(row))
+
+    def _add(self, ids, keys, values, prompt: int) -> None:
+        self.entries[self._next] = (ids, keys, values, prompt)
+        self._next += 1
+        self.tokens += len(ids)
+        while self.tokens > self.max_tokens and len(self.entries) > 1:
+            self._drop(next(iter(self.entries)))
+
+    def _drop(self, key) -> None:
+        if key in self.entries:
+            self.tokens -= len(self.entries.pop(key)[0])
+
+    def clear(self) -> None:
+        self.entries.clear()
+        self.tokens = 0
+
+
+def _common_prefix(a: list[int], b: list[int], limit: int) -> int:
+    n = min(len(a), len(b), limit)
+    if a[:n] == b[:n]:
+        return n
+    lo, hi = 0, n                                        # a[:lo] == b[:lo], a[:hi] != b[:hi]
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if a[:mid] == b[:mid]:
+            lo = mid
+        else:
+            hi = mid
+    return lo
 
 
 def count_tokens(tokenizer, chat: list[dict], reply: str) -> tuple[int, int]:
