@@ -160,7 +160,8 @@ def _simulate(args) -> int:
     simulator = (None if args.simulator == "offline" else
                  get_backend(args.simulator, args.simulator_model, **_model_options(args, args.simulator)))
     out = args.out or f"outputs/{wf.name}/simulation"
-    runs = simulate(wf, conditions, out, n=args.n, seed=args.seed, simulator=simulator, sizes=sizes)
+    runs = simulate(wf, conditions, out, n=args.n, seed=args.seed, simulator=simulator, sizes=sizes,
+                    batch_size=args.batch_size, max_turns=args.max_turns)
     for name, rows in runs.items():
         errors = sum(bool(r["error"]) for r in rows)
         adherent = sum(r["valid_path"] and r["right_ending"] for r in rows)
@@ -325,6 +326,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "stand-in for the frontier model")
     p.add_argument("--sizes", default="", help="fewer scenarios for some conditions, e.g. langgraph=20,in_context=40 "
                                               "(the first ones of the same list: still paired)")
+    p.add_argument("--batch-size", type=int, default=32,
+                   help="conversations a small model answers together, one batched generate per round (1: one at "
+                        "a time)")
+    p.add_argument("--max-turns", type=int, default=60, help="messages per conversation at most")
     p.add_argument("--seed", type=int, default=0)
     _thinking_flags(p)
     p.set_defaults(run=_simulate)
