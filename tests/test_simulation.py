@@ -81,6 +81,33 @@ def test_offline_customer_corrects_a_wrong_value_and_stops_on_loops(toy):
     assert looping.respond([{"role": "assistant", "content": "Booked Braga!"}]).text == STOP
 
 
+def test_a_step_said_again_word_for_word_is_no_loop_until_it_comes_three_times_running(travel_summary):
+    """A deterministic agent revisiting the booking summary (after a correction, after the options again) says it
+    word for word; the customer leaves only when the same message comes three times in a row."""
+    new_user, summary, offer = travel_summary
+    user = new_user()
+    reasons = [user.respond([{"role": "assistant", "content": text}]).reason
+               for text in (summary, summary, offer, summary)]
+    assert "loop" not in reasons
+    stuck = new_user()
+    assert [stuck.respond([{"role": "assistant", "content": summary}]).reason for _ in range(3)][-1] == "loop"
+
+
+@pytest.fixture
+def travel_summary():
+    """(a new customer on a path through the booking summary three times, the summary, the offer) in travel."""
+    from subterra import render
+
+    travel = load_domain("travel")
+    path = next(p for p in enumerate_paths(travel) if p.nodes.count("booking_summary") >= 3)
+    scenario = next(s for s in evaluation_scenarios(travel, 40) if s.persona.challenge == "none")
+    values = {**scenario.values, "airline": "Swiss", "flight_number": "1830", "departure_time": "10:00 am",
+              "price": 2700}
+    summary = render(travel.nodes["booking_summary"].examples[0], values)
+    offer = render(travel.nodes["offer_flights"].examples[0], values)
+    return (lambda: OfflineUser(travel, scenario, path)), summary, offer
+
+
 def test_subterranean_condition_uses_only_the_one_line_prompt(toy, tiny_agent):
     seen = []
     original = tiny_agent.reply_batch

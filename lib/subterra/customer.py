@@ -9,6 +9,9 @@ customer sentences. It behaves like a person, not a script:
 - it answers the question it was asked, and asks again when it cannot tell what the agent wants
   (three times in a row, and it leaves: ``not_understood``);
 - it corrects the agent when the agent gets one of its values wrong (twice at most per value);
+- it leaves (``loop``) when the agent says the same message three times in a row: a step the
+  procedure revisits (the booking summary again after a loyalty number was added) may be said
+  again word for word, and a deterministic agent that does so is not stuck;
 - its persona's challenge comes once, *before* the answer it owes, never instead of it.
 
 Personas (:data:`~subterra.scenarios.CHALLENGES`) stress an agent the way real customers do:
@@ -94,7 +97,7 @@ class OfflineUser:
             return self._answer(None, self.plan[0]) if self.plan else UserTurn(NOT_UNDERSTOOD)
         agent_text = messages[-1]["content"]
         self.seen.append(agent_text)
-        if self.seen.count(agent_text) >= 3:
+        if len(self.seen) >= 3 and len(set(self.seen[-3:])) == 1:       # stuck: the same message three times running
             return UserTurn(STOP, stop=True, reason="loop")
         match = self.matcher.match(agent_text, {**self.scenario.values, **self.offered})
         terminal = self.workflow.nodes[match.node].is_terminal
