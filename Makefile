@@ -15,8 +15,8 @@ CHROMIUM ?= /usr/bin/chromium
 # The demo's budget (about 20 minutes on 2 CPU cores): a shorter compile, 24 paired scenarios per condition, the
 # slow frontier stand-ins on the first few of them, no LoRA twin. `make demo DEMO=` runs the notebooks' own
 # defaults instead; README "Results of the offline demo" lists what each setting costs and the full settings.
-DEMO ?= SUBTERRA_RECIPE=smollm2-135m-demo SUBTERRA_N_EVAL=12 SUBTERRA_LORA_RANK=0 SUBTERRA_N_SCENARIOS=24 \
-        SUBTERRA_SIZES=in_context=8,langgraph=4 SUBTERRA_MAX_TURNS=30
+DEMO ?= SUBTERRA_RECIPE=smollm2-135m-demo SUBTERRA_N_EVAL=8 SUBTERRA_LORA_RANK=0 SUBTERRA_N_SCENARIOS=24 \
+        SUBTERRA_SIZES=in_context=8,langgraph=3 SUBTERRA_MAX_TURNS=30
 
 demo: $(VENV)/.installed  ## run every notebook headless on the offline defaults, at the demo's budget; results under outputs/
 	$(DEMO) $(BIN)/python -m subterra tutorial --out outputs
