@@ -249,7 +249,7 @@ def test_a_broken_agent_fails_the_same_harness(travel, tmp_path):
         """Says the greeting and then the same thing for ever: the harness must not pass it."""
         name = "mute"
 
-        def route(self, messages):
+        def route(self, messages, known):
             return "greet"
 
     failures, means, _ = _calibrate(travel, 20, tmp_path, Mute(travel))

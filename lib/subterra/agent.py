@@ -120,10 +120,10 @@ class Agent:
                                   cache=past, max_new_tokens=self.max_new_tokens, do_sample=False,
                                   logits_processor=guard, eos_token_id=self.stop_ids, pad_token_id=pad,
                                   return_dict_in_generate=True)
-        generated = out.sequences[:, width:].tolist()
+        generated = out.sequences[:, width:]
         if cache is not None:
-            cache.store(rows, hits, mask, generated, set(self.stop_ids) | {pad}, out.cache)
-        return self.tokenizer.batch_decode(out.sequences[:, width:], skip_special_tokens=True)
+            cache.store(rows, hits, mask, generated.tolist(), set(self.stop_ids) | {pad}, out.cache)
+        return self.tokenizer.batch_decode(generated, skip_special_tokens=True)
 
 
 class PrefixCache:

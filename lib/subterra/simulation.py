@@ -163,10 +163,10 @@ class Orchestrated(Condition):
         said = {k: v for k, v in said.items() if k not in self.lookups}
         return {**said, **{k: v for k, v in self.scenario.values.items() if k in self.lookups}}
 
-    def route(self, messages: list[dict]) -> str:
+    def route(self, messages: list[dict], known: dict[str, Any]) -> str:
+        """The agent step for this turn, from the customer's last reply and what is ``known`` (:meth:`known`)."""
         wf = self.workflow
         self.again = self.leaving = False
-        known = self.known(messages)
         if self.node is None and wf.nodes[wf.start].role == "agent":
             return wf.start
         reply = messages[-1]["content"] if messages and messages[-1]["role"] == "user" else ""
@@ -200,7 +200,7 @@ class Orchestrated(Condition):
 
     def prompt(self, messages: list[dict]) -> list[dict] | None:
         self.heard = self.known(messages)               # once per turn: the script and the prompt reuse it
-        self.node = self.route(messages)
+        self.node = self.route(messages, self.heard)
         if self.agent is None:
             return None                           # the script speaks: no model call
         return [{"role": "system", "content": self.system_prompt(self.heard)}] + messages
