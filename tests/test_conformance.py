@@ -24,14 +24,29 @@ def test_matcher_recognises_nodes_with_unseen_values():
 
 
 def test_offline_dialogues_trace_back_to_their_paths(tmp_path):
+    """The teacher's labels are what the harness reads, challenges included: an aside, a slip and two answers
+    at once still read as their step, half an answer reads as no answer (None) and the step is asked again.
+    A customer who gives up leaves the path; the agent's goodbye reads as letting them go."""
+    from subterra.judge import OfflineJudge
+
     workflow = load_domain("insurance")
     synthesize(workflow, 60, tmp_path, "offline", progress=False)
     matcher = NodeMatcher(workflow, role=None)
+    judge = OfflineJudge(workflow)
+    styles = set()
     for row in read_dialogues(tmp_path / "dialogues.jsonl"):
         values = json.loads(row["scenario"])["values"]
-        expected = workflow.nodes[row["nodes"][-1]].terminal
+        style = json.loads(row["scenario"])["persona"]["challenge"]
+        styles.add(style)
+        expected = workflow.nodes[judge.paths[row["path_id"]].nodes[-1]].terminal
         trace = conformance(workflow, row["messages"], values, expected, matcher)
-        assert trace.nodes == row["nodes"] and trace.adherent
+        if style == "gives_up":
+            assert row["nodes"][-2:] == [None, None] and trace.nodes[:-2] == row["nodes"][:-2]
+            assert judge._let_go({"messages": row["messages"][1:]}), row["messages"][-1]
+            continue
+        assert trace.nodes == row["nodes"], style
+        assert trace.valid_path and trace.right_ending
+    assert styles == {"none", "off_topic", "partial_answers", "corrects_earlier", "two_answers", "gives_up"}
 
 
 def test_a_skipped_step_is_an_invalid_path():

@@ -1,6 +1,7 @@
 """Notebook 03 / subterra.synthesis + scenarios: the teacher, the corpus, resuming, the budget cap."""
 
 import hashlib
+import re
 import json
 
 import pytest
@@ -87,7 +88,8 @@ def test_offline_teacher_end_to_end(domain, tmp_path):
         assert messages[0] == {"role": "system", "content": wf.system_prompt}
         assert len(messages) - 1 == len(row["nodes"])
         for m, node_id in zip(messages[1:], row["nodes"]):
-            assert m["role"] == {"agent": "assistant", "user": "user"}[wf.nodes[node_id].role]
+            if node_id is not None:              # None: a turn off the procedure (half an answer, a goodbye)
+                assert m["role"] == {"agent": "assistant", "user": "user"}[wf.nodes[node_id].role]
             assert m["content"] and "{" not in m["content"] and "}" not in m["content"]
             assert not any(b in m["content"] for b in banned), m["content"]
     # scenario values appear in the text: the model has something to copy
@@ -140,7 +142,8 @@ def test_budget_cap_stops_cleanly_and_a_bigger_budget_finishes(toy, tmp_path):
     finish = ScriptedBackend()
     assert synthesize(toy, 40, tmp_path, CachedBackend(finish, tmp_path / "cache", budget=5.0),
                       progress=False).complete
-    assert backend.inner.calls + finish.calls == sum(len(p) for _, p, _ in plan_corpus(toy, 40).assignments)
+    turns = sum(len(r["nodes"]) for r in read_dialogues(tmp_path / "dialogues.jsonl"))
+    assert backend.inner.calls + finish.calls == turns      # no turn paid for twice
 
 
 def test_dialogue_record_round_trip(toy, tmp_path):
@@ -185,3 +188,75 @@ def test_synthesis_through_a_flaky_api_produces_every_dialogue_once(api, toy, tm
     assert result.calls == turns == sum(server.served.values())
     assert all(m["content"].startswith("reply to:") for r in rows for m in r["messages"][1:])
     assert rows[0]["backend"] == api and rows[0]["input_tokens"] > 0
+
+
+def test_the_personas_challenges_are_written_into_the_dialogues():
+    """Each persona's challenge is in its dialogue, as the simulated customer poses it, in the teacher's own words."""
+    from subterra.backends import get_backend, run_sync
+    from subterra.conformance import spoken
+    from subterra.customer import GIVE_UP, OFF_TOPIC, PARTIAL
+    from subterra.synthesis import ASIDES, CLOSES, LEAVES, REASKS, script_dialogue, write_dialogue
+
+    wf = load_domain("travel")
+    paths = enumerate_paths(wf)
+    offline = get_backend("offline")
+    seen = {}
+    for i in range(120):
+        path = paths[i % len(paths)]
+        scenario = sample_scenario(wf, path, 0, f"c{i}")
+        dialogue = run_sync(write_dialogue(wf, path, scenario, offline, f"c{i}"))
+        style, turns = scenario.persona.challenge, dialogue.turns
+        nodes = [t.node for t in turns]
+        script = script_dialogue(wf, path, scenario)
+        moves = [step.move for step in script]
+        path_nodes = list(path.nodes)
+        text = " ".join(t.content for t in turns)
+        assert not any(phrase in text for phrase in OFF_TOPIC + PARTIAL + GIVE_UP)   # new wording for the harness
+        assert [step.node for step in script] == nodes
+        seen[style] = seen.get(style, 0) + 1
+        if style == "none":
+            assert nodes == path_nodes
+        elif style == "off_topic":
+            k = next(k for k, t in enumerate(turns) if any(t.content.startswith(a) for a in ASIDES))
+            assert nodes == path_nodes and moves[k:k + 2] == ["aside", "after_aside"]
+        elif style == "gives_up":
+            assert nodes[-2:] == [None, None] and nodes[:-2] == path_nodes[:len(nodes) - 2]
+            assert turns[-2].content in LEAVES and turns[-1].content in CLOSES and turns[-1].role == "assistant"
+        elif style == "partial_answers" and None in nodes:
+            k = nodes.index(None)
+            # half an answer, the same step asked again, then the whole answer: the path with two turns added
+            assert turns[k].role == "user" and nodes[k + 1] == nodes[k - 1]
+            assert any(turns[k + 1].content.startswith(r) for r in REASKS)
+            assert nodes[:k] + nodes[k + 2:] == path_nodes
+        elif style == "corrects_earlier" and "slip" in moves:
+            slip, fix = moves.index("slip"), moves.index("correct")
+            info = script[slip].info
+            meant, wrong = spoken(info["meant"]), spoken(info["wrong"])
+            assert nodes == path_nodes and slip < fix and meant == spoken(scenario.values[info["name"]])
+            assert wrong in turns[slip].content and meant not in turns[slip].content
+            assert meant in turns[fix].content and wrong in turns[fix].content
+            # heard as said until the correction, the corrected value from there on
+            assert not any(meant in t.content for t in turns[slip + 1:fix] if t.role == "assistant")
+            assert not any(wrong in t.content for t in turns[fix + 1:] if t.role == "assistant")
+        elif style == "two_answers" and "both" in moves:
+            k, again = moves.index("both"), moves.index("again")
+            assert nodes == path_nodes and script[k].info["next"] == nodes[again] and again > k + 1
+    assert set(seen) == {"none", "off_topic", "partial_answers", "corrects_earlier", "two_answers", "gives_up"}
+
+
+def test_a_real_teacher_is_told_each_challenge(toy, tmp_path):
+    """With a model as teacher, the persona's moves reach it as instructions, one call per scripted turn."""
+    from subterra.synthesis import script_dialogue, turn_request
+
+    wf = load_domain("travel")
+    path = max(enumerate_paths(wf), key=len)
+    for i in range(400):
+        scenario = sample_scenario(wf, path, 0, f"t{i}")
+        if scenario.persona.challenge == "partial_answers":
+            break
+    script = script_dialogue(wf, path, scenario)
+    moves = [s.move for s in script]
+    assert "partial" in moves and "reask" in moves and len(script) == len(path.nodes) + 2
+    prompts = [turn_request(wf, script, k, scenario, []).messages[0]["content"] for k in range(len(script))]
+    assert "only part of the answer" in prompts[moves.index("partial")]
+    assert "ask again for the rest" in prompts[moves.index("reask")]

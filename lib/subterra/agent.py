@@ -484,7 +484,7 @@ def evaluate_next_steps(model_dir: str | FilePath | Agent, workflow: Workflow, n
     prompts, where = [], []
     for d, dialogue in enumerate(dialogues):
         for k, turn in enumerate(dialogue.turns):
-            if turn.role == "assistant":
+            if turn.role == "assistant" and turn.node is not None:     # a goodbye off the procedure: not a step
                 prompts.append(dialogue.messages(workflow.system_prompt)[:k + 1])
                 where.append((d, k))
     replies = agent.reply_batch(prompts, progress=progress)
@@ -502,7 +502,13 @@ def evaluate_next_steps(model_dir: str | FilePath | Agent, workflow: Workflow, n
         values = dialogue.scenario.values
         node = nearest_node(workflow, reply, values, matcher)
         step_ok = node == gold.node
-        allowed = ({e.target for e in workflow.successors(dialogue.turns[k - 1].node)} if k else {workflow.start})
+        previous = dialogue.turns[k - 1].node if k else None
+        if k == 0:
+            allowed = {workflow.start}
+        elif previous is None:              # after half an answer: the step asked again
+            allowed = {next(t.node for t in reversed(dialogue.turns[:k]) if t.role == "assistant")}
+        else:
+            allowed = {e.target for e in workflow.successors(previous)}
         right += step_ok
         permitted += node in allowed
         right_dialogue[d] &= step_ok

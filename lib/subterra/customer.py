@@ -158,7 +158,7 @@ class OfflineUser:
             self.leaving = True
             return UserTurn(rng.choice(GIVE_UP), challenge=True)
         needed = sorted(required_values(self.workflow, reply))
-        if style == "partial_answers" and needed:              # half an answer; the rest when asked again
+        if style == "partial_answers" and len(needed) >= 2:    # half an answer; the rest when asked again
             self._unadvance(reply)
             name = needed[0]
             return UserTurn(f"{rng.choice(PARTIAL)} The {name.replace('_', ' ')} is "

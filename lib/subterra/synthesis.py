@@ -1,9 +1,14 @@
 """The teacher: walk a path node by node and write one dialogue; many dialogues make the corpus.
 
 At each node the backend gets the node's prompt template (filled from the scenario), the
-scenario and persona, and the conversation so far, and writes that one turn. The training
-text is plain dialogue: the one-line deployment system prompt, then user/assistant
-messages. Node ids, conditions and other annotations live only in metadata columns.
+scenario and persona, and the conversation so far, and writes that one turn. The persona's
+challenge (:data:`~subterra.scenarios.CHALLENGES`: an aside, half an answer, a slip put right,
+two answers at once, leaving half-way) is written into the dialogue as its own turns by
+:func:`script_dialogue`, the same challenges the simulated customer poses, so the compiled model
+is trained on the kind of conversation it is tested on (the offline teacher's sentences for them
+are its own, none of them the offline customer's: the simulation tests new wording). The training text is plain dialogue: the one-line
+deployment system prompt, then user/assistant messages. Node ids, conditions and other
+annotations live only in metadata columns.
 
 :func:`synthesize` is resumable: each finished dialogue is appended to
 ``dialogues.jsonl`` (flushed and synced), every backend call is cached on disk, and a run
@@ -57,7 +62,7 @@ What this message must do: {instruction}{next_hint}"""
 class Turn:
     role: str            # "assistant" | "user"
     content: str
-    node: str
+    node: str | None     # the step this turn performs; None for a turn off the procedure (an aside, a goodbye)
 
 
 @dataclass
@@ -87,7 +92,7 @@ class Dialogue:
 
     @classmethod
     def from_record(cls, row: dict) -> "Dialogue":
-        turns = [Turn(role=m["role"], content=m["content"], node=n)
+        turns = [Turn(role=m["role"], content=m["content"], node=n or None)
                  for m, n in zip(row["messages"][1:], row["nodes"])]
         return cls(id=row["id"], domain=row["domain"], path_id=row["path_id"],
                    scenario=Scenario.from_json(row["scenario"]), turns=turns, backend=row["backend"],
@@ -133,6 +138,170 @@ def clean_turn(text: str) -> str:
     return text
 
 
+# --------------------------------------------------------------------------- the persona's challenge
+
+# The offline teacher's own sentences for the challenges; none is the offline customer's (subterra.customer).
+ASIDES = ("Do you have a phone line too, by the way?", "Unrelated, but is there a student discount?",
+          "Random question: are you open on public holidays?", "Can I ask something else first? Do you email receipts?")
+ASIDE_REPLIES = ("I can't help with that one here, I'm afraid. ", "That's outside what I can do in this chat, sorry. ",
+                 "I'm not able to answer that here. ")
+PARTIALS = ("I don't have everything in front of me.", "I only know part of that right now.",
+            "Give me a second, I only have some of it.")
+REASKS = ("Thanks, that helps, but I still need the rest. ", "Got it, thank you. I need a little more, though. ",
+          "Thanks. Just the rest now, please. ")
+SLIP_FIXES = ("Oops, I meant {meant}, not {wrong}. ", "Correction: it's {meant}, not {wrong}. ",
+              "Wait, I got that wrong: {meant}, not {wrong}. ")
+AGAINS = ("Like I said, ", "As before, ", "Same as I mentioned: ")
+LEAVES = ("Sorry, I have to stop here. I'll come back later. Bye.", "This isn't a good time after all. Bye!",
+          "Let's drop it for today, thanks anyway. Bye.")
+CLOSES = ("No problem at all. Nothing has been changed, and you're welcome back any time. Goodbye!",
+          "Of course. I've left everything as it was; just start a new chat when you're ready. Take care!",
+          "Understood. I'll leave things as they are, and you can pick this up again whenever suits you. Goodbye!")
+
+
+@dataclass(frozen=True)
+class Step:
+    """One turn to write: the node it performs (None: off the procedure) and how the persona shapes it.
+
+    ``move`` is "" (the node as the graph has it) or one of: ``aside`` (an off-topic question,
+    then the answer), ``after_aside`` (the agent declines the aside, then takes its step),
+    ``partial`` (half the answer), ``reask`` (the agent asks for the rest), ``slip`` (the answer
+    with a wrong value), ``correct`` (the slip put right, then the answer), ``both`` (this answer
+    and the next at once), ``again`` (the next answer said a second time), ``leave`` (the customer
+    gives up), ``close`` (the agent lets them go). ``detail`` holds the values the move needs.
+    """
+
+    node: str | None
+    role: str                                   # "agent" | "user"
+    move: str = ""
+    detail: tuple[tuple[str, Any], ...] = ()
+
+    @property
+    def info(self) -> dict[str, Any]:
+        return dict(self.detail)
+
+
+def script_dialogue(workflow: Workflow, path: Path, scenario: Scenario) -> list[Step]:
+    """The turns of one dialogue: the path's nodes, with the persona's challenge written in.
+
+    The challenge comes once, on one of the customer's first answers (the simulated customer's
+    rule), where the answer gives it an opening: half an answer needs a value to leave out and a
+    question to ask again; a slip needs a value that does not decide the route and a next message
+    to correct it in; two answers need a next answer that carries a value of the customer's.
+    ``gives_up`` ends the dialogue there, with the agent closing.
+    """
+    from .conformance import lookups, required_values, slot_names
+
+    steps = [Step(n, workflow.nodes[n].role) for n in path.nodes]
+    style = scenario.persona.challenge
+    if style == "none":
+        return steps
+    users = [k for k, n in enumerate(path.nodes) if workflow.nodes[n].role == "user"]
+    rng = random.Random(f"challenge:{workflow.name}:{scenario.id}")
+    first = rng.randint(0, max(0, min(3, len(users) - 2)))
+    known = lookups(workflow)
+    decisive = set().union(*(e.check.names for e in workflow.edges if e.check is not None))
+    for j in range(first, len(users)):
+        k = users[j]
+        node = path.nodes[k]
+        if workflow.nodes[node].is_terminal:
+            break
+        following = next((m for m in users[j + 1:]), None)
+        if style == "off_topic" and k + 1 < len(steps) and steps[k + 1].role == "agent":
+            return steps[:k] + [Step(node, "user", "aside"), Step(path.nodes[k + 1], "agent", "after_aside")] + \
+                steps[k + 2:]
+        if style == "gives_up":
+            return steps[:k] + [Step(None, "user", "leave"), Step(None, "agent", "close")]
+        needed = sorted(required_values(workflow, node))
+        if style == "partial_answers" and len(needed) >= 2 and k > 0 and workflow.nodes[path.nodes[k - 1]].role == "agent":
+            part = (("name", needed[0]),)
+            return steps[:k] + [Step(None, "user", "partial", part), Step(path.nodes[k - 1], "agent", "reask"),
+                                steps[k]] + steps[k + 1:]
+        pool = (workflow.held_out if scenario.held_out else workflow.variables)
+        slips = [n for n in needed if n not in decisive and
+                 [v for v in pool.get(n, workflow.variables.get(n, ())) if str(v) != str(scenario.values.get(n))]]
+        if style == "corrects_earlier" and slips and following is not None and k + 1 < following:
+            name = rng.choice(slips)
+            meant = scenario.values[name]
+            wrong = rng.choice([v for v in pool.get(name, workflow.variables.get(name, ())) if str(v) != str(meant)])
+            slip = (("name", name), ("wrong", wrong), ("meant", meant))
+            return steps[:k] + [Step(node, "user", "slip", slip)] + [
+                Step(s.node, s.role, "", slip) for s in steps[k + 1:following]] + [
+                Step(path.nodes[following], "user", "correct", slip)] + steps[following + 1:]
+        if style == "two_answers" and following is not None and not workflow.nodes[path.nodes[following]].is_terminal \
+                and slot_names(" ".join(workflow.nodes[path.nodes[following]].examples)) - known:
+            ahead = (("next", path.nodes[following]),)
+            return steps[:k] + [Step(node, "user", "both", ahead)] + steps[k + 1:following] + [
+                Step(path.nodes[following], "user", "again")] + steps[following + 1:]
+    return steps
+
+
+# what a real teacher is told for each move, after (or instead of) the node's own instruction
+MOVE_INSTRUCTIONS = {
+    "aside": "Before answering, the customer asks one short question off the subject (opening hours, an app, "
+             "a receipt); then: {instruction}",
+    "after_aside": "First say in a few words that you cannot help with their side question here; then: {instruction}",
+    "partial": "The customer gives only part of the answer: only their {name_words} ({value}), and says they do "
+               "not have the rest to hand yet.",
+    "reask": "The customer gave only part of what you need. Thank them and ask again for the rest: {instruction}",
+    "slip": "{instruction} But the customer gives their {name_words} as {wrong} by mistake (it is really {meant}).",
+    "": "{instruction}",
+    "correct": "The customer starts by putting right a slip: the {name_words} is {meant}, not {wrong}. Then: "
+               "{instruction}",
+    "both": "{instruction} In the same message the customer also answers the next question before it is asked: "
+            "{next_instruction}",
+    "again": "The customer already said this in their last message; they say it again briefly: {instruction}",
+    "leave": "The customer gives up half-way: in one short message they say they will leave it for now, and "
+             "say goodbye.",
+    "close": "The customer is leaving. Close the conversation politely in one or two sentences; nothing has been "
+             "done or changed.",
+}
+
+
+def offline_step(workflow: Workflow, step: Step, scenario: Scenario, first: bool, rng: random.Random) -> str:
+    """The offline stand-in for one scripted turn: :func:`offline_turn`, shaped by the step's move."""
+    info = step.info
+    values = scenario.values
+    if step.move in ("slip", "") and "wrong" in info:
+        values = {**values, info["name"]: info["wrong"]}         # said by mistake, heard as said
+    if step.move == "leave":
+        return rng.choice(LEAVES)
+    if step.move == "close":
+        return rng.choice(CLOSES)
+    if step.move == "partial":
+        from .conformance import spoken
+
+        name = info["name"]
+        return f"{rng.choice(PARTIALS)} The {name.replace('_', ' ')} is {spoken(values[name])}."
+    text = offline_turn(workflow, step.node, scenario, first, rng, values=values)
+    if step.move == "aside":
+        return rng.choice(ASIDES) + " " + text
+    if step.move == "after_aside":
+        return rng.choice(ASIDE_REPLIES) + _strip_opener(text)
+    if step.move == "reask":
+        return rng.choice(REASKS) + _strip_opener(text)
+    if step.move == "correct":
+        from .conformance import spoken
+
+        fix = rng.choice(SLIP_FIXES).format(meant=spoken(info["meant"]), wrong=spoken(info["wrong"]))
+        return fix + text
+    if step.move == "both":                  # the next answer in its own words, none naming a look-up not yet stated
+        from .conformance import lookups, slot_names
+
+        examples = [e for e in workflow.nodes[info["next"]].examples if not slot_names(e) & lookups(workflow)]
+        return text + " " + offline_turn(workflow, info["next"], scenario, False, rng, examples or None)
+    if step.move == "again":
+        return rng.choice(AGAINS) + text[:1].lower() + text[1:]
+    return text
+
+
+def _strip_opener(text: str) -> str:
+    for opener in AGENT_OPENERS:
+        if opener and text.startswith(opener):
+            return text[len(opener):]
+    return text
+
+
 # --------------------------------------------------------------------------- the teacher
 
 def _facts(values: dict[str, Any]) -> str:
@@ -144,39 +313,52 @@ def _facts(values: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def turn_request(workflow: Workflow, path: Path, step: int, scenario: Scenario, turns: list[Turn],
+def turn_request(workflow: Workflow, script: list[Step], step: int, scenario: Scenario, turns: list[Turn],
                  sample: str = "") -> Request:
-    """The request for the turn at ``path.nodes[step]``, with its offline stand-in attached."""
-    node_id = path.nodes[step]
-    node = workflow.nodes[node_id]
-    speaker = "assistant" if node.role == "agent" else "customer"
+    """The request for the turn ``script[step]``, with its offline stand-in attached."""
+    from .conformance import spoken
+
+    current = script[step]
+    speaker = "assistant" if current.role == "agent" else "customer"
     history = "\n".join(f"{'Assistant' if t.role == 'assistant' else 'Customer'}: {t.content}" for t in turns)
+    info = current.info
+    values = scenario.values
+    if current.move in ("slip", "") and "wrong" in info:
+        values = {**values, info["name"]: info["wrong"]}
+    instruction = render(workflow.nodes[current.node].prompt, values) if current.node else ""
+    if "next" in info:
+        info = {**info, "next_instruction": render(workflow.nodes[info["next"]].prompt, values)}
+    if "name" in info:
+        info = {**info, "name_words": info["name"].replace("_", " "), "value": spoken(values[info["name"]])}
+    info = {k: spoken(v) if k in ("wrong", "meant") else v for k, v in info.items()}
+    instruction = MOVE_INSTRUCTIONS[current.move].format(instruction=instruction, **info)
     next_hint = ""
-    if step + 1 < len(path.nodes):
-        edge = next(e for e in workflow.successors(node_id) if e.target == path.nodes[step + 1])
-        if edge.when:
+    following = script[step + 1].node if step + 1 < len(script) else None
+    if current.node and following:
+        edge = next((e for e in workflow.successors(current.node) if e.target == following), None)
+        if edge is not None and edge.when:
             next_hint = f"\nWhat happens next in this conversation: {edge.when}"
     system = TEACHER_SYSTEM.format(title=workflow.title.lower(), description=workflow.description,
                                    system_prompt=workflow.system_prompt, facts=_facts(scenario.values),
                                    persona=scenario.persona.describe())
     content = TURN_PROMPT.format(history=history or "(nothing yet: this is the first message)", speaker=speaker,
-                                 instruction=render(node.prompt, scenario.values), next_hint=next_hint)
+                                 instruction=instruction, next_hint=next_hint)
     return Request(system=system, messages=[{"role": "user", "content": content}], max_tokens=300,
                    temperature=0.9, tag="teacher", sample=sample,
-                   offline=lambda rng: offline_turn(workflow, node_id, scenario, step == 0, rng))
+                   offline=lambda rng: offline_step(workflow, current, scenario, step == 0, rng))
 
 
 async def write_dialogue(workflow: Workflow, path: Path, scenario: Scenario, backend: Backend,
                          dialogue_id: str | None = None) -> Dialogue:
-    """Walk ``path`` and have ``backend`` write every turn."""
+    """Walk ``path`` (with the persona's challenge written in: :func:`script_dialogue`); ``backend`` writes every turn."""
     turns: list[Turn] = []
     usage, dollars = Usage(), 0.0
-    for step, node_id in enumerate(path.nodes):
-        request = turn_request(workflow, path, step, scenario, turns, sample=dialogue_id or scenario.id)
+    script = script_dialogue(workflow, path, scenario)
+    for step, planned in enumerate(script):
+        request = turn_request(workflow, script, step, scenario, turns, sample=dialogue_id or scenario.id)
         completion: Completion = await backend.acomplete(request)
         usage, dollars = usage + completion.usage, dollars + completion.dollars
-        turns.append(Turn(role=CHAT_ROLE[workflow.nodes[node_id].role], content=clean_turn(completion.text),
-                          node=node_id))
+        turns.append(Turn(role=CHAT_ROLE[planned.role], content=clean_turn(completion.text), node=planned.node))
     return Dialogue(id=dialogue_id or scenario.id, domain=workflow.name, path_id=path.id, scenario=scenario,
                     turns=turns, backend=backend.name, model=backend.model, usage=usage, dollars=dollars)
 
@@ -193,6 +375,9 @@ class Plan:
 
     @property
     def calls(self) -> int:
+        """One call per node of each path: a bound, not a count. The personas' challenges add a turn or
+        two to some dialogues and end others early (insurance, 3,000 dialogues: 82,396 calls against
+        93,652 path nodes); the exact count needs every scenario drawn, which this dry run avoids."""
         return sum(len(path) for _, path, _ in self.assignments)
 
 
