@@ -48,15 +48,16 @@ def test_a_paraphrase_naming_another_known_value_is_wrong(travel):
 
 
 def test_loop_guard_bans_a_repeat_inside_the_reply_only():
-    guard = NoRepeatInReply(3, prompt_length=4)
-    prompt = [5, 6, 7, 5]
-    generated = [6, 9, 5, 6]       # "5 6" was written in this reply, followed by 9... no: 6 9 | 5 6 -> tail (5, 6)
-    scores = guard(torch.tensor([prompt + generated]), torch.zeros(1, 12))
-    # the prompt has 5 6 7, but only the reply counts: 5 6 never came before inside the reply -> nothing banned
-    assert torch.isfinite(scores).all()
-    generated = [5, 6, 9, 5, 6]    # 5 6 9 written; 5 6 again: 9 would repeat a 3-token run
-    scores = guard(torch.tensor([prompt + generated]), torch.zeros(1, 12))
-    assert scores[0, 9] == float("-inf") and torch.isfinite(scores[0, :9]).all()
+    guard = NoRepeatInReply(3)              # the prompt had 5 6 7: only the reply's own tokens count
+    for token in [6, 9, 5, 6]:
+        guard.add(token)
+    assert guard.banned() == []             # 5 6 never came before inside the reply
+    guard = NoRepeatInReply(3)
+    for token in [5, 6, 9, 5, 6]:           # 5 6 9 written; 5 6 again: 9 would repeat a 3-token run
+        guard.add(token)
+    assert guard.banned() == [9]
+    guard.add(7)                            # the reply moved on: 6 7 was never followed by anything
+    assert guard.banned() == []
 
 
 class ScriptedAgent(Agent):
@@ -204,3 +205,23 @@ def test_a_model_in_training_is_never_served_from_the_cache(tiny_chat):
         cached.model.eval()
     assert not cached.prefix_cache.entries
     assert Agent.from_model(*tiny_chat).prefix_cache is None   # a model in memory may still change: off by default
+
+
+def test_the_batch_decodes_as_transformers_generate_does_each_row_alone(tiny_chat):
+    """Rows leave the batch at their stop token; what each writes is what ``generate`` writes for it alone."""
+    model, tokenizer = tiny_chat
+    cached, _ = _agents(tiny_chat)
+    agent = Agent.from_model(model, tokenizer, max_new_tokens=10, no_repeat=0)
+    agent.stop_ids = cached.stop_ids
+    chats = [[{"role": "user", "content": f"fly from city {i} to Paris" + " next" * i}] for i in range(6)]
+    replies = agent.reply_batch(chats, batch_size=6)
+    alone = []
+    for chat in chats:
+        prompt = agent.tokenizer.apply_chat_template(chat, add_generation_prompt=True, return_tensors="pt")
+        out = model.generate(**prompt, max_new_tokens=10, do_sample=False, eos_token_id=agent.stop_ids,
+                             pad_token_id=agent.tokenizer.pad_token_id)
+        written = out[0, prompt["input_ids"].shape[1]:].tolist()
+        written = written[:min([written.index(t) for t in agent.stop_ids if t in written] or [len(written)])]
+        alone.append(agent.tokenizer.decode(written, skip_special_tokens=True).strip())      # up to its stop token
+    assert replies == alone
+    assert len({len(r) for r in replies}) > 1          # rows stopped at different lengths

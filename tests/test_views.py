@@ -108,3 +108,14 @@ def test_path_browser_lists_the_turns_of_the_chosen_path():
     path, wf = browser.current_path, load_domain("travel")
     assert browser.turns_view.value.count('class="turn"') == len(path)
     assert f"{len(path)} · {wf.nodes[path.nodes[-1]].label}" in browser.turns_view.value
+
+
+def test_the_transcript_browser_follows_a_challenged_dialogue_along_its_path():
+    from subterra.views import path_position
+
+    travel = load_domain("travel")
+    path = next(p for p in enumerate_paths(travel) if p.nodes[:3] == ("greet", "trip_request", "offer_flights"))
+    # half an answer (None), the greeting asked again, then the answer
+    nodes = ["greet", None, "greet", "trip_request", "offer_flights"]
+    assert [path_position(path, nodes[:k]) for k in range(1, 6)] == [0, 0, 0, 1, 2]
+    assert path_position(path, list(path.nodes)) == len(path.nodes) - 1

@@ -63,6 +63,9 @@ class Agent:
         stops = stops if isinstance(stops, list) else [stops] if stops is not None else []
         self.stop_ids = sorted({*stops, self.tokenizer.eos_token_id} - {None})
         self.prefix_cache = PrefixCache.for_model(model, cache_gib) if cache_gib > 0 else None
+        import inspect
+
+        self._keeps_logits = "logits_to_keep" in inspect.signature(model.forward).parameters
 
     def reply(self, messages: list[dict]) -> str:
         """The next assistant turn after ``messages`` (system prompt first, then the conversation)."""
@@ -96,11 +99,12 @@ class Agent:
         return [replies[i] for i in range(len(texts))]
 
     def _generate(self, rows: list[list[int]], cache: "PrefixCache | None") -> list[str]:
-        """One batched greedy ``generate``. Each row is laid out as ``[pad] [cached part] [pad] [new part]``:
-        the cached part's keys and values come from the prefix cache, the padding is masked out, and
-        positions count real tokens only (from the attention mask), so a row reads as if it were alone."""
+        """Greedy decoding of a batch. Each row is laid out as ``[pad] [cached part] [pad] [new part]``: the
+        cached part's keys and values come from the prefix cache, the padding is masked out, and positions
+        count real tokens only (from the attention mask), so a row reads as if it were alone. A row leaves
+        the batch at its stop token (its states go to the prefix cache then), so the rows still writing
+        are all that is computed: transformers' ``generate`` carries finished rows to the longest reply."""
         import torch
-        from transformers import LogitsProcessorList
 
         hits = [cache.longest(row) if cache is not None else (None, 0) for row in rows]
         held = max(n for _, n in hits)                         # the cached part's width
@@ -114,16 +118,51 @@ class Agent:
             input_ids[r, held + fresh - len(tail):], mask[r, held + fresh - len(tail):] = (
                 torch.tensor(tail, dtype=torch.long), 1)
         past = cache.batch(hits, held, self.model) if held else None
-        width = input_ids.shape[1]
-        guard = LogitsProcessorList([NoRepeatInReply(self.no_repeat, width)] if self.no_repeat else [])
-        out = self.model.generate(input_ids=input_ids.to(self.device), attention_mask=mask.to(self.device),
-                                  cache=past, max_new_tokens=self.max_new_tokens, do_sample=False,
-                                  logits_processor=guard, eos_token_id=self.stop_ids, pad_token_id=pad,
-                                  return_dict_in_generate=True)
-        generated = out.sequences[:, width:]
-        if cache is not None:
-            cache.store(rows, hits, mask, generated.tolist(), set(self.stop_ids) | {pad}, out.cache)
-        return self.tokenizer.batch_decode(generated, skip_special_tokens=True)
+        if past is None:
+            from transformers import DynamicCache
+
+            past = DynamicCache(config=self.model.config)
+        device = self.device
+        mask = mask.to(device)
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        feed, feed_positions = input_ids[:, held:].to(device), positions[:, held:]
+        alive = list(range(len(rows)))                        # batch position -> row
+        replies: list[list[int]] = [[] for _ in rows]
+        guards = [NoRepeatInReply(self.no_repeat) if self.no_repeat else None for _ in rows]
+        stops = torch.tensor(self.stop_ids, device=device)
+        last_only = {"logits_to_keep": 1} if self._keeps_logits else {}     # not the vocabulary at every prompt token
+        for step in range(self.max_new_tokens):
+            logits = self.model(input_ids=feed, attention_mask=mask, position_ids=feed_positions,
+                                cache=past, use_cache=True, **last_only).logits[:, -1, :]
+            for j, r in enumerate(alive):
+                banned = guards[r].banned() if guards[r] is not None else None
+                if banned:
+                    logits[j, banned] = float("-inf")
+            chosen = logits.argmax(-1)
+            ended = torch.isin(chosen, stops) if len(self.stop_ids) else torch.zeros_like(chosen, dtype=torch.bool)
+            last = step == self.max_new_tokens - 1
+            keep = []
+            for j, (r, token, stop) in enumerate(zip(alive, chosen.tolist(), ended.tolist())):
+                if not stop:
+                    replies[r].append(token)
+                    if guards[r] is not None:
+                        guards[r].add(token)
+                if stop or last:
+                    if cache is not None:            # its states: the prompt's real columns and the reply fed so far
+                        cache.keep(past, j, mask[j].nonzero().flatten(), rows[r], replies[r], hits[r])
+                else:
+                    keep.append(j)
+            if not keep:
+                break
+            if len(keep) < len(alive):
+                index = torch.tensor(keep, device=device)
+                past.batch_select_indices(index)
+                chosen, mask, feed_positions = chosen[index], mask[index], feed_positions[index]
+                alive = [alive[j] for j in keep]
+            feed = chosen[:, None]
+            feed_positions = feed_positions[:, -1:] + 1
+            mask = torch.cat([mask, mask.new_ones(len(alive), 1)], dim=1)
+        return self.tokenizer.batch_decode(replies, skip_special_tokens=True)
 
 
 class PrefixCache:
@@ -184,29 +223,21 @@ class PrefixCache:
             cache.update(torch.stack(per_row_k), torch.stack(per_row_v), layer)
         return cache
 
-    def store(self, rows, hits, mask, generated, stops: set[int], past) -> None:
-        """Keep each row's prompt and reply states (up to its stop token) as one entry."""
-        import torch
+    def keep(self, past, j: int, columns, row: list[int], reply: list[int], hit: tuple[int | None, int]) -> None:
+        """Keep batch row ``j``'s states as one entry: the cache's ``columns`` that hold real tokens are its
+        prompt (``row``) and the part of its ``reply`` already read back (the last token written never is)."""
         from transformers.cache_utils import DynamicLayer
 
         layers = getattr(past, "layers", None)
         if not layers or any(type(layer) is not DynamicLayer for layer in layers):
             return                                       # sliding windows and the like: nothing reusable
-        width, length = mask.shape[1], layers[0].keys.shape[-2]
-        for r, (row, (key, n)) in enumerate(zip(rows, hits)):
-            reply = []
-            for token in generated[r]:
-                if token in stops:
-                    break
-                reply.append(token)
-            reply = reply[:max(0, length - width)]       # the last token written was never read back
-            columns = torch.cat([mask[r].nonzero().flatten(), torch.arange(width, width + len(reply))])
-            columns = columns.to(layers[0].keys.device)
-            keys = [layer.keys[r][:, columns] for layer in layers]
-            values = [layer.values[r][:, columns] for layer in layers]
-            if key in self.entries and n >= self.entries[key][3]:
-                self._drop(key)                  # the same conversation, a turn on: the new entry replaces it
-            self._add(list(row) + reply, keys, values, len(row))
+        read = reply[:len(columns) - len(row)]
+        keys = [layer.keys[j][:, columns] for layer in layers]
+        values = [layer.values[j][:, columns] for layer in layers]
+        key, n = hit
+        if key in self.entries and n >= self.entries[key][3]:
+            self._drop(key)                  # the same conversation, a turn on: the new entry replaces it
+        self._add(list(row) + read, keys, values, len(row))
 
     def _add(self, ids, keys, values, prompt: int) -> None:
         self.entries[self._next] = (ids, keys, values, prompt)
@@ -246,27 +277,27 @@ def count_tokens(tokenizer, chat: list[dict], reply: str) -> tuple[int, int]:
 
 
 class NoRepeatInReply:
-    """A logits processor: bans the token that would repeat an ``n``-token run already written in this reply.
+    """The loop guard of one reply: no run of ``n`` tokens may occur twice in it.
 
-    Only the generated part (after ``prompt_length``) counts, so copying a value from the
-    conversation is never blocked; a reply that starts to go round in a loop is pushed out of it.
+    Only the reply's own tokens count, so copying a value from the conversation is never blocked;
+    a reply that starts to go round in a loop is pushed out of it. Incremental: :meth:`add` each
+    token written, :meth:`banned` gives the tokens that would complete a run already written.
     """
 
-    def __init__(self, n: int, prompt_length: int):
-        self.n, self.prompt_length = n, prompt_length
+    def __init__(self, n: int):
+        self.n = n
+        self.tokens: list[int] = []
+        self.follows: dict[tuple[int, ...], set[int]] = {}     # each (n-1)-token run -> tokens written after it
 
-    def __call__(self, input_ids, scores):
-        generated = input_ids[:, self.prompt_length:]
-        if generated.shape[1] < self.n:
-            return scores
-        rows = generated.tolist()
-        for row, tokens in enumerate(rows):
-            tail = tuple(tokens[len(tokens) - self.n + 1:])
-            banned = {tokens[i + self.n - 1] for i in range(len(tokens) - self.n + 1)
-                      if tuple(tokens[i:i + self.n - 1]) == tail}
-            if banned:
-                scores[row, list(banned)] = float("-inf")
-        return scores
+    def add(self, token: int) -> None:
+        self.tokens.append(token)
+        if len(self.tokens) >= self.n:
+            self.follows.setdefault(tuple(self.tokens[-self.n:-1]), set()).add(token)
+
+    def banned(self) -> list[int]:
+        if len(self.tokens) < self.n - 1:
+            return []
+        return sorted(self.follows.get(tuple(self.tokens[len(self.tokens) - self.n + 1:]), ()))
 
 
 # --------------------------------------------------------------------------- evaluation

@@ -289,6 +289,16 @@ def _bubble(role: str, text: str, caption: str | None = None) -> str:
             f'{under}</div>')
 
 
+def path_position(path: Path, nodes: list[str | None]) -> int:
+    """Where along ``path`` a dialogue is after the turns labelled ``nodes``: a turn off the procedure (None: half
+    an answer, a goodbye) or a step asked again does not move it on."""
+    at = 0
+    for node_id in nodes[1:]:
+        if at + 1 < len(path.nodes) and path.nodes[at + 1] == node_id:
+            at += 1
+    return at
+
+
 class TranscriptBrowser:
     """ipywidgets browser for dialogues: read one turn by turn, node labels beside, path on the graph.
 
@@ -340,7 +350,7 @@ class TranscriptBrowser:
         self.transcript.value = self.transcript_html(self.step.value)
         path = self._paths.get(self.row["path_id"])
         if path is not None:
-            self.graph_view.value = graph_frame(self.workflow, path, self.step.value - 1)
+            self.graph_view.value = graph_frame(self.workflow, path, path_position(path, self.row["nodes"][:self.step.value]))
 
 
 class ChatBox:
