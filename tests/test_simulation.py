@@ -130,7 +130,7 @@ def test_subterranean_condition_uses_only_the_one_line_prompt(toy, tiny_agent):
     # prompt tokens count the whole templated chat, which grows every turn
     assert transcript.prompt_tokens[0] > len(toy.system_prompt.split())
     assert all(a < b for a, b in zip(transcript.prompt_tokens, transcript.prompt_tokens[1:]))
-    assert transcript.dollars > 0 and transcript.stop_reason in ("turn_limit", "loop") or \
+    assert transcript.dollars > 0 and transcript.stop_reason in ("turn_limit", "loop", "not_understood") or \
         transcript.stop_reason.startswith("terminal:")
 
 
@@ -271,6 +271,26 @@ def test_batched_and_one_at_a_time_simulation_give_the_same_transcripts(toy, tin
     assert _without_timing(together["subterranean"]) == _without_timing(alone["subterranean"])
     lengths = {len(r["messages"]) for r in alone["subterranean"]}
     assert len(lengths) > 1                                                # so batch membership really changed
+
+
+def test_langgraph_on_a_local_model_gathers_its_calls_into_batches(toy, tiny_agent, tmp_path):
+    """LangGraph makes its own calls, one per graph node; run side by side, they reach the model together
+    and the transcripts are those of one conversation at a time."""
+    from subterra.backends.local import LocalBackend
+    from subterra.langgraph_agent import LangGraphCondition
+
+    runs, widths = {}, {}
+    for width in (1, 5):
+        speaker = ScriptedSpeaker(toy, tiny_agent.tokenizer)
+        speaker.max_new_tokens = 12
+        backend = LocalBackend("scripted", priced_as="claude-sonnet-5-5", agent=speaker)
+        runs[width] = simulate(toy, [LangGraphCondition(toy, backend)], tmp_path / str(width), n=12,
+                               progress=False, batch_size=width, max_turns=10)["langgraph"]
+        widths[width] = speaker.widths
+    assert set(widths[1]) == {1} and max(widths[5]) == 5
+    assert len(widths[5]) < len(widths[1]) / 2                 # far fewer calls to the model
+    assert _without_timing(runs[5]) == _without_timing(runs[1])
+    assert all(r["error"] is None for r in runs[5]), [r["error"] for r in runs[5]]
 
 
 def test_a_kill_mid_round_resumes_with_no_conversation_lost_or_repeated(toy, tiny_agent, tmp_path):

@@ -477,9 +477,16 @@ def advance(talks: list[Conversation]) -> None:
         texts = asked[0][0].condition.speaker.reply_batch([chat for _, chat in asked])
         seconds = time.perf_counter() - start
         answers = {id(talk): text for (talk, _), text in zip(asked, texts)}
+    gathered = [talk for talk, _ in pending if _gathers(talk.condition)]
+    if gathered:
+        turns = _gather(gathered)
     for talk, chat in pending:
         try:
-            if not _batches(talk.condition):
+            if talk in gathered:
+                turn = turns[id(talk)]
+                if isinstance(turn, Exception):
+                    raise turn
+            elif not _batches(talk.condition):
                 turn = talk.condition.respond(talk.messages)
             else:
                 turn = talk.condition.turn(talk.messages, chat, answers.get(id(talk)),
@@ -489,6 +496,29 @@ def advance(talks: list[Conversation]) -> None:
             raise
         except Exception as exc:  # noqa: BLE001
             talk.fail(exc)
+
+
+def _gathers(condition: Condition) -> bool:
+    """A condition that makes its own calls (LangGraph) to a backend that can gather them into batches."""
+    return not _batches(condition) and hasattr(getattr(condition, "backend", None), "gathering")
+
+
+def _gather(talks: list[Conversation]) -> dict[int, AgentTurn | Exception]:
+    """Each conversation's :meth:`Condition.respond` in a thread of its own, their model calls gathered into
+    batches (:meth:`~subterra.backends.local.LocalBackend.gathering`); a turn's seconds are its own wait."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def respond(talk: Conversation) -> AgentTurn | Exception:
+        try:
+            return talk.condition.respond(talk.messages)
+        except ModelNotFound:
+            raise
+        except Exception as exc:  # noqa: BLE001 - recorded per conversation by advance
+            return exc
+
+    with talks[0].condition.backend.gathering(len(talks)) as gathering, ThreadPoolExecutor(len(talks)) as pool:
+        futures = {id(talk): pool.submit(gathering.run, respond, talk) for talk in talks}
+        return {key: future.result() for key, future in futures.items()}
 
 
 def _batches(condition: Condition) -> bool:
@@ -527,7 +557,7 @@ def simulate(workflow: Workflow, conditions: Iterable[Condition], out_dir: str |
         jsonl = folder / "transcripts.jsonl"
         done = read_jsonl(jsonl, "scenario_id")
         todo = [s for s in mine if s.id not in done]
-        width = max(1, batch_size if _batches(condition) else 1)
+        width = max(1, batch_size if _batches(condition) or _gathers(condition) else 1)
 
         def start(scenario: Scenario) -> Conversation:
             path = paths[scenario.path_id]

@@ -9,12 +9,16 @@ small model on a rented GPU.
 
 Generation is greedy (``temperature`` is ignored: a stand-in should be reproducible) with the
 agent's loop guard (:class:`subterra.agent.NoRepeatInReply`). :meth:`LocalBackend.complete_batch`
-answers many requests in one batched ``generate`` — what the batched simulator uses.
+answers many requests in one batched ``generate`` — what the batched simulator uses. Callers that
+cannot hand over their requests together (a LangGraph graph makes its own calls, one per node) run in
+threads inside :meth:`LocalBackend.gathering`: each request waits until every such thread is waiting
+or done, and then all go to the model as one batch.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 
 from . import DEFAULT_MODELS, Backend, Completion, Request, Usage
@@ -32,6 +36,7 @@ class LocalBackend(Backend):
         self.max_new_tokens = max_new_tokens     # a cap on every reply: a chat turn here is rarely longer
         self._agent = agent
         self._lock = threading.Lock()           # one generate at a time: torch already uses every core
+        self._gathering: Gathering | None = None
 
     @property
     def agent(self):
@@ -50,7 +55,19 @@ class LocalBackend(Backend):
         return (await asyncio.to_thread(self.complete_batch, [request]))[0]
 
     def complete(self, request: Request) -> Completion:
+        gathering = self._gathering
+        if gathering is not None and threading.get_ident() in gathering.members:
+            return gathering.complete(request)
         return self.complete_batch([request])[0]
+
+    @contextlib.contextmanager
+    def gathering(self, participants: int):
+        """``with backend.gathering(n) as g: ... g.run(fn, *args)`` in n threads: their requests go out together."""
+        self._gathering = Gathering(self, participants)
+        try:
+            yield self._gathering
+        finally:
+            self._gathering = None
 
     def complete_batch(self, requests: list[Request]) -> list[Completion]:
         """Answers to ``requests`` in order; requests with the same output limit share a batched generate."""
@@ -77,6 +94,52 @@ class LocalBackend(Backend):
 
     def __repr__(self) -> str:
         return f"LocalBackend(model={self.model!r}, priced_as={self.priced_as!r})"
+
+
+class Gathering:
+    """Requests from ``participants`` threads, answered in batches: a batch goes to the model when every
+    participant still running is waiting for an answer, so the batches do not depend on timing."""
+
+    def __init__(self, backend: LocalBackend, participants: int):
+        self.backend, self.active = backend, participants
+        self.members: set[int] = set()
+        self.waiting: list[list] = []                # [request, answer or None]
+        self.ready = threading.Condition()
+
+    def run(self, fn, *args):
+        """``fn(*args)`` as one participant; its backend calls join the batches."""
+        with self.ready:
+            self.members.add(threading.get_ident())
+        try:
+            return fn(*args)
+        finally:
+            with self.ready:
+                self.active -= 1
+                self._release()
+
+    def complete(self, request: Request) -> Completion:
+        slot = [request, None]
+        with self.ready:
+            self.waiting.append(slot)
+            self._release()
+            while slot[1] is None:
+                self.ready.wait()
+        if isinstance(slot[1], BaseException):
+            raise slot[1]
+        return slot[1]
+
+    def _release(self) -> None:
+        """With the lock held: when no participant is still working, answer every waiting request."""
+        if not self.waiting or len(self.waiting) < self.active:
+            return
+        batch, self.waiting = self.waiting, []
+        try:
+            answers = self.backend.complete_batch([request for request, _ in batch])
+        except Exception as exc:  # noqa: BLE001 - each caller gets the error, as with a call of its own
+            answers = [exc] * len(batch)
+        for slot, answer in zip(batch, answers):
+            slot[1] = answer
+        self.ready.notify_all()
 
 
 def _chat(request: Request) -> list[dict]:
