@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from subterra import enumerate_paths, load_domain, parse_workflow
-from subterra.conformance import conformance, extract_values, lookups
+from subterra.conformance import conformance, extract_values, lookups, matcher_for
 from subterra.customer import OFF_TOPIC, STOP, OfflineUser
 from subterra.judge import CRITERIA, FAILURE_THRESHOLD, OfflineJudge
 from subterra.scenarios import CHALLENGES, Persona
@@ -203,6 +203,13 @@ def test_graceful_handling_sees_an_agent_that_carries_on_after_the_customer_left
     from subterra.workflow import render
     stubborn = dict(t, messages=t["messages"][:-1] + [{"role": "assistant", "content": render(offer, scenario.values)}])
     assert judge.score(stubborn).scores["graceful_handling"] == 2
+    # a compiled model's own goodbye, whose words read like the card step ("Nothing has been changed"): let go
+    goodbye = "Of course. I'm sorry, the chat was interrupted. Nothing has been changed. Take care!"
+    assert matcher_for(travel, "agent").match(goodbye).node == "payment_declined"
+    polite = dict(t, messages=t["messages"][:-1] + [{"role": "assistant", "content": goodbye}])
+    assert judge.score(polite).scores["graceful_handling"] == 5 and judge.score(polite).scores["task_success"] == 5
+    asks = dict(t, messages=t["messages"][:-1] + [{"role": "assistant", "content": "Goodbye! Do you have another card?"}])
+    assert judge.score(asks).scores["graceful_handling"] == 2
 
 
 def test_a_reask_after_an_aside_is_no_violation_but_a_skipped_step_is(travel):

@@ -318,10 +318,15 @@ class OfflineJudge:
         return 2, "the challenge derailed the conversation"
 
     def _let_go(self, t: dict) -> bool:
-        """After a customer left: the assistant's last turn closes, rather than performing a procedure step."""
+        """After a customer left: the assistant's last turn closes, rather than performing a procedure step —
+        a goodbye that asks nothing, or a turn that reads as no step of the procedure (or as an ending)."""
+        from .customer import FAREWELL
+
         last = t["messages"][-1] if t["messages"] else None
         if last is None or last["role"] != "assistant":
             return False
+        if FAREWELL.search(last["content"]) and "?" not in last["content"]:
+            return True        # whatever step its words resemble ("Nothing has been changed" reads like a payment)
         match = matcher_for(self.workflow, "agent").match(last["content"])
         return match.score < ANSWER_SCORE or self.workflow.nodes[match.node].is_terminal
 
