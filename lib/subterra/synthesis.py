@@ -6,9 +6,9 @@ challenge (:data:`~subterra.scenarios.CHALLENGES`: an aside, half an answer, a s
 two answers at once, leaving half-way) is written into the dialogue as its own turns by
 :func:`script_dialogue`, the same challenges the simulated customer poses, so the compiled model
 is trained on the kind of conversation it is tested on (the offline teacher's sentences for them
-are its own, none of them the offline customer's: the simulation tests new wording). The training text is plain dialogue: the one-line
-deployment system prompt, then user/assistant messages. Node ids, conditions and other
-annotations live only in metadata columns.
+are its own, none of them the offline customer's: the simulation tests new wording). The training
+text is plain dialogue: the one-line deployment system prompt, then user/assistant messages. Node
+ids, conditions and other annotations live only in metadata columns.
 
 :func:`synthesize` is resumable: each finished dialogue is appended to
 ``dialogues.jsonl`` (flushed and synced), every backend call is cached on disk, and a run
@@ -28,6 +28,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 from .backends import Backend, Completion, Request, Usage, approx_tokens, get_backend, run_sync
 from .backends.cache import BudgetExceeded, CachedBackend
+from .conformance import lookups, required_values, slot_names, spoken
 from .paths import Path, enumerate_paths
 from .scenarios import Scenario, sample_scenario
 from .store import append_jsonl, read_jsonl, save_dataset
@@ -62,7 +63,7 @@ What this message must do: {instruction}{next_hint}"""
 class Turn:
     role: str            # "assistant" | "user"
     content: str
-    node: str | None     # the step this turn performs; None for a turn off the procedure (an aside, a goodbye)
+    node: str | None     # the step this turn performs; None for a turn off the procedure (half an answer, a goodbye)
 
 
 @dataclass
@@ -180,6 +181,13 @@ class Step:
     def info(self) -> dict[str, Any]:
         return dict(self.detail)
 
+    def values(self, scenario: Scenario) -> dict[str, Any]:
+        """The values this turn speaks of: the scenario's, with a slipped value as said until it is put right."""
+        info = self.info
+        if self.move in ("slip", "") and "wrong" in info:
+            return {**scenario.values, info["name"]: info["wrong"]}
+        return scenario.values
+
 
 def script_dialogue(workflow: Workflow, path: Path, scenario: Scenario) -> list[Step]:
     """The turns of one dialogue: the path's nodes, with the persona's challenge written in.
@@ -190,8 +198,6 @@ def script_dialogue(workflow: Workflow, path: Path, scenario: Scenario) -> list[
     to correct it in; two answers need a next answer that carries a value of the customer's.
     ``gives_up`` ends the dialogue there, with the agent closing.
     """
-    from .conformance import lookups, required_values, slot_names
-
     steps = [Step(n, workflow.nodes[n].role) for n in path.nodes]
     style = scenario.persona.challenge
     if style == "none":
@@ -206,7 +212,7 @@ def script_dialogue(workflow: Workflow, path: Path, scenario: Scenario) -> list[
         node = path.nodes[k]
         if workflow.nodes[node].is_terminal:
             break
-        following = next((m for m in users[j + 1:]), None)
+        following = users[j + 1] if j + 1 < len(users) else None
         if style == "off_topic" and k + 1 < len(steps) and steps[k + 1].role == "agent":
             return steps[:k] + [Step(node, "user", "aside"), Step(path.nodes[k + 1], "agent", "after_aside")] + \
                 steps[k + 2:]
@@ -217,13 +223,15 @@ def script_dialogue(workflow: Workflow, path: Path, scenario: Scenario) -> list[
             part = (("name", needed[0]),)
             return steps[:k] + [Step(None, "user", "partial", part), Step(path.nodes[k - 1], "agent", "reask"),
                                 steps[k]] + steps[k + 1:]
-        pool = (workflow.held_out if scenario.held_out else workflow.variables)
-        slips = [n for n in needed if n not in decisive and
-                 [v for v in pool.get(n, workflow.variables.get(n, ())) if str(v) != str(scenario.values.get(n))]]
+        pool = workflow.held_out if scenario.held_out else workflow.variables
+
+        def others(name: str) -> list:                 # values the customer could say by mistake
+            return [v for v in pool.get(name, workflow.variables.get(name, ())) if str(v) != str(scenario.values.get(name))]
+
+        slips = [n for n in needed if n not in decisive and others(n)]
         if style == "corrects_earlier" and slips and following is not None and k + 1 < following:
             name = rng.choice(slips)
-            meant = scenario.values[name]
-            wrong = rng.choice([v for v in pool.get(name, workflow.variables.get(name, ())) if str(v) != str(meant)])
+            meant, wrong = scenario.values[name], rng.choice(others(name))
             slip = (("name", name), ("wrong", wrong), ("meant", meant))
             return steps[:k] + [Step(node, "user", "slip", slip)] + [
                 Step(s.node, s.role, "", slip) for s in steps[k + 1:following]] + [
@@ -260,17 +268,12 @@ MOVE_INSTRUCTIONS = {
 
 def offline_step(workflow: Workflow, step: Step, scenario: Scenario, first: bool, rng: random.Random) -> str:
     """The offline stand-in for one scripted turn: :func:`offline_turn`, shaped by the step's move."""
-    info = step.info
-    values = scenario.values
-    if step.move in ("slip", "") and "wrong" in info:
-        values = {**values, info["name"]: info["wrong"]}         # said by mistake, heard as said
+    info, values = step.info, step.values(scenario)
     if step.move == "leave":
         return rng.choice(LEAVES)
     if step.move == "close":
         return rng.choice(CLOSES)
     if step.move == "partial":
-        from .conformance import spoken
-
         name = info["name"]
         return f"{rng.choice(PARTIALS)} The {name.replace('_', ' ')} is {spoken(values[name])}."
     text = offline_turn(workflow, step.node, scenario, first, rng, values=values)
@@ -281,13 +284,9 @@ def offline_step(workflow: Workflow, step: Step, scenario: Scenario, first: bool
     if step.move == "reask":
         return rng.choice(REASKS) + _strip_opener(text)
     if step.move == "correct":
-        from .conformance import spoken
-
         fix = rng.choice(SLIP_FIXES).format(meant=spoken(info["meant"]), wrong=spoken(info["wrong"]))
         return fix + text
     if step.move == "both":                  # the next answer in its own words, none naming a look-up not yet stated
-        from .conformance import lookups, slot_names
-
         examples = [e for e in workflow.nodes[info["next"]].examples if not slot_names(e) & lookups(workflow)]
         return text + " " + offline_turn(workflow, info["next"], scenario, False, rng, examples or None)
     if step.move == "again":
@@ -316,15 +315,10 @@ def _facts(values: dict[str, Any]) -> str:
 def turn_request(workflow: Workflow, script: list[Step], step: int, scenario: Scenario, turns: list[Turn],
                  sample: str = "") -> Request:
     """The request for the turn ``script[step]``, with its offline stand-in attached."""
-    from .conformance import spoken
-
     current = script[step]
     speaker = "assistant" if current.role == "agent" else "customer"
     history = "\n".join(f"{'Assistant' if t.role == 'assistant' else 'Customer'}: {t.content}" for t in turns)
-    info = current.info
-    values = scenario.values
-    if current.move in ("slip", "") and "wrong" in info:
-        values = {**values, info["name"]: info["wrong"]}
+    info, values = current.info, current.values(scenario)
     instruction = render(workflow.nodes[current.node].prompt, values) if current.node else ""
     if "next" in info:
         info = {**info, "next_instruction": render(workflow.nodes[info["next"]].prompt, values)}
