@@ -92,6 +92,15 @@ def test_offline_teacher_end_to_end(domain, tmp_path):
                 assert m["role"] == {"agent": "assistant", "user": "user"}[wf.nodes[node_id].role]
             assert m["content"] and "{" not in m["content"] and "}" not in m["content"]
             assert not any(b in m["content"] for b in banned), m["content"]
+    # an agent turn that takes its step starts with that step's own words, no filler before the decision
+    # (a turn that declines an aside or asks again starts with its move's phrase instead)
+    from subterra.synthesis import ASIDE_REPLIES, REASKS
+    starts = {n: [re.sub(r"\\\{\w+\\\}", ".+", re.escape(e.split()[0])) for e in wf.nodes[n].examples] for n in wf.nodes}
+    for row in rows:
+        for m, node_id in zip(row["messages"][1:], row["nodes"]):
+            if node_id is not None and m["role"] == "assistant" and not m["content"].startswith(ASIDE_REPLIES + REASKS):
+                word = m["content"].split()[0]
+                assert any(re.fullmatch(s, word) for s in starts[node_id]), (node_id, m["content"])
     # scenario values appear in the text: the model has something to copy
     row = rows[0]
     values = json.loads(row["scenario"])["values"]

@@ -216,7 +216,7 @@ class OfflineUser:
         usable = [e for e in node.examples if not (slot_names(e) & self.lookups) - set(self.offered)]
         template = self.rng.choice(usable or list(node.examples))
         self.said.update({name: values[name] for name in slot_names(template) - self.lookups if name in values})
-        return offline_turn(self.workflow, node_id, self.scenario, False, self.rng, [template], values)
+        return offline_turn(self.workflow, node_id, self.scenario, self.rng, [template], values)
 
     def _wrong_value(self, heard: dict[str, Any], text: str) -> tuple[str, Any] | None:
         """A value of the customer's that the agent just stated wrongly (given, or not yet given)."""

@@ -50,7 +50,8 @@ This conversation's facts (use them exactly, never invent others):
 The customer is {persona}.
 
 Write only the next message, as the speaker would say it: no speaker label, no quotes, no stage directions, \
-no mention of steps, nodes, flowcharts or instructions."""
+no mention of steps, nodes, flowcharts or instructions. The assistant's messages start with what they do \
+(an offer, a question, a confirmation), never with a filler word such as "Certainly!" or "Great!"."""
 
 TURN_PROMPT = """Conversation so far:
 {history}
@@ -103,23 +104,23 @@ class Dialogue:
 
 # --------------------------------------------------------------------------- the offline teacher
 
-AGENT_OPENERS = ("", "", "", "Certainly. ", "Of course. ", "Great. ", "Thanks. ", "Okay. ", "Perfect. ")
 CHATTY_OPENERS = ("Okay. ", "Right. ", "Hi again! ", "Sure thing. ", "Hmm, let me think. ", "Oh, good. ")
 CHATTY_CLOSERS = (" Thanks!", " Hope that makes sense.", " Thanks for your help.", " Appreciate it.")
 
 
-def offline_turn(workflow: Workflow, node_id: str, scenario: Scenario, first: bool, rng: random.Random,
+def offline_turn(workflow: Workflow, node_id: str, scenario: Scenario, rng: random.Random,
                  examples: Sequence[str] | None = None, values: Mapping[str, Any] | None = None) -> str:
     """The offline stand-in for a teacher turn: a node example, filled and styled by persona.
 
     ``examples`` narrows the choice of template (default: all of the node's), ``values`` fills it
-    (default: the scenario's).
+    (default: the scenario's). An agent turn starts with its step, never with a filler word: a small
+    model takes its decision at its first words, and an opener drawn at random ("Certainly.") puts a
+    coin toss before the decision, which then follows the opener instead of the conversation (README,
+    "What the CPU compile learns"). Customers keep their persona's openers.
     """
     node = workflow.nodes[node_id]
     text = render(rng.choice(list(examples or node.examples)), scenario.values if values is None else values)
     if node.role == "agent":
-        if not first and not node.is_terminal:
-            text = rng.choice(AGENT_OPENERS) + text
         return text
     if scenario.persona.verbosity == "chatty" and rng.random() < 0.7:
         text = rng.choice(CHATTY_OPENERS) + text + rng.choice(CHATTY_CLOSERS)
@@ -266,7 +267,7 @@ MOVE_INSTRUCTIONS = {
 }
 
 
-def offline_step(workflow: Workflow, step: Step, scenario: Scenario, first: bool, rng: random.Random) -> str:
+def offline_step(workflow: Workflow, step: Step, scenario: Scenario, rng: random.Random) -> str:
     """The offline stand-in for one scripted turn: :func:`offline_turn`, shaped by the step's move."""
     info, values = step.info, step.values(scenario)
     if step.move == "leave":
@@ -276,29 +277,24 @@ def offline_step(workflow: Workflow, step: Step, scenario: Scenario, first: bool
     if step.move == "partial":
         name = info["name"]
         return f"{rng.choice(PARTIALS)} The {name.replace('_', ' ')} is {spoken(values[name])}."
-    text = offline_turn(workflow, step.node, scenario, first, rng, values=values)
+    text = offline_turn(workflow, step.node, scenario, rng, values=values)
     if step.move == "aside":
         return rng.choice(ASIDES) + " " + text
     if step.move == "after_aside":
-        return rng.choice(ASIDE_REPLIES) + _strip_opener(text)
+        return rng.choice(ASIDE_REPLIES) + text
     if step.move == "reask":
-        return rng.choice(REASKS) + _strip_opener(text)
+        return rng.choice(REASKS) + text
     if step.move == "correct":
         fix = rng.choice(SLIP_FIXES).format(meant=spoken(info["meant"]), wrong=spoken(info["wrong"]))
         return fix + text
     if step.move == "both":                  # the next answer in its own words, none naming a look-up not yet stated
         examples = [e for e in workflow.nodes[info["next"]].examples if not slot_names(e) & lookups(workflow)]
-        return text + " " + offline_turn(workflow, info["next"], scenario, False, rng, examples or None)
+        return text + " " + offline_turn(workflow, info["next"], scenario, rng, examples or None)
     if step.move == "again":
         return rng.choice(AGAINS) + text[:1].lower() + text[1:]
     return text
 
 
-def _strip_opener(text: str) -> str:
-    for opener in AGENT_OPENERS:
-        if opener and text.startswith(opener):
-            return text[len(opener):]
-    return text
 
 
 # --------------------------------------------------------------------------- the teacher
@@ -339,7 +335,7 @@ def turn_request(workflow: Workflow, script: list[Step], step: int, scenario: Sc
                                  instruction=instruction, next_hint=next_hint)
     return Request(system=system, messages=[{"role": "user", "content": content}], max_tokens=300,
                    temperature=0.9, tag="teacher", sample=sample,
-                   offline=lambda rng: offline_step(workflow, current, scenario, step == 0, rng))
+                   offline=lambda rng: offline_step(workflow, current, scenario, rng))
 
 
 async def write_dialogue(workflow: Workflow, path: Path, scenario: Scenario, backend: Backend,
