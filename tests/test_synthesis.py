@@ -101,6 +101,17 @@ def test_offline_teacher_end_to_end(domain, tmp_path):
             if node_id is not None and m["role"] == "assistant" and not m["content"].startswith(ASIDE_REPLIES + REASKS):
                 word = m["content"].split()[0]
                 assert any(re.fullmatch(s, word) for s in starts[node_id]), (node_id, m["content"])
+    # the agent states only what the customer has said (and what it looks up), where its step has such a sentence
+    from subterra.conformance import extract_values, lookups, node_names, slot_names
+    business = lookups(wf)
+    for row in rows:
+        told = set()
+        for m, node_id in zip(row["messages"][1:], row["nodes"]):
+            if m["role"] == "user":
+                told |= set(extract_values(wf, m["content"]))
+            elif node_id is not None and any(slot_names(e) - business <= told for e in wf.nodes[node_id].examples):
+                stated = set(extract_values(wf, m["content"], node_names(wf, node_id))) - business
+                assert stated <= told, (node_id, m["content"], stated - told)
     # scenario values appear in the text: the model has something to copy
     row = rows[0]
     values = json.loads(row["scenario"])["values"]

@@ -78,7 +78,7 @@ def spoken(value: Any) -> str:
     return str(next(iter(value.values()))) if isinstance(value, dict) else str(value)
 
 
-def _pattern(value: Any) -> re.Pattern:
+def value_pattern(value: Any) -> re.Pattern:
     """``value`` as a whole word; capitalised values case-sensitively ("Nice" the city, not "nice"), and a
     number never inside a longer number, a time or an amount ("1" is not in "$1,010" or "1:05 pm")."""
     text = str(value)
@@ -88,8 +88,8 @@ def _pattern(value: Any) -> re.Pattern:
 
 def _patterns(workflow: Workflow):
     def build(wf: Workflow):
-        variables = {name: [(v, _pattern(v)) for v in wf.values_of(name)] for name in wf.variables}
-        tables = {t: [(r, _pattern(next(iter(r.values())))) for r in records] for t, records in wf.catalogue.items()}
+        variables = {name: [(v, value_pattern(v)) for v in wf.values_of(name)] for name in wf.variables}
+        tables = {t: [(r, value_pattern(next(iter(r.values())))) for r in records] for t, records in wf.catalogue.items()}
         return variables, tables
     return _cached(workflow, "patterns", build)
 

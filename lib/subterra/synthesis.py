@@ -28,7 +28,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 from .backends import Backend, Completion, Request, Usage, approx_tokens, get_backend, run_sync
 from .backends.cache import BudgetExceeded, CachedBackend
-from .conformance import lookups, required_values, slot_names, spoken
+from .conformance import lookups, required_values, slot_names, spoken, value_pattern
 from .paths import Path, enumerate_paths
 from .scenarios import Scenario, sample_scenario
 from .store import append_jsonl, read_jsonl, save_dataset
@@ -51,7 +51,9 @@ The customer is {persona}.
 
 Write only the next message, as the speaker would say it: no speaker label, no quotes, no stage directions, \
 no mention of steps, nodes, flowcharts or instructions. The assistant's messages start with what they do \
-(an offer, a question, a confirmation), never with a filler word such as "Certainly!" or "Great!"."""
+(an offer, a question, a confirmation), never with a filler word such as "Certainly!" or "Great!". The \
+assistant knows only what the customer has told it and what it looks up: it never states a customer's detail \
+the customer has not given."""
 
 TURN_PROMPT = """Conversation so far:
 {history}
@@ -267,9 +269,19 @@ MOVE_INSTRUCTIONS = {
 }
 
 
-def offline_step(workflow: Workflow, step: Step, scenario: Scenario, rng: random.Random) -> str:
-    """The offline stand-in for one scripted turn: :func:`offline_turn`, shaped by the step's move."""
+def offline_step(workflow: Workflow, step: Step, scenario: Scenario, rng: random.Random,
+                 told: frozenset[str] | None = None) -> str:
+    """The offline stand-in for one scripted turn: :func:`offline_turn`, shaped by the step's move.
+
+    ``told``: the customer's values said so far. An agent turn speaks only of those (and of what the
+    business looks up): of a node's sentences it takes one that needs nothing the customer has not
+    said, where there is one — the agent cannot know the cabin nobody asked for.
+    """
     info, values = step.info, step.values(scenario)
+    examples = None
+    if step.role == "agent" and step.node and told is not None:
+        known = told | lookups(workflow)
+        examples = [e for e in workflow.nodes[step.node].examples if slot_names(e) <= known] or None
     if step.move == "leave":
         return rng.choice(LEAVES)
     if step.move == "close":
@@ -277,7 +289,7 @@ def offline_step(workflow: Workflow, step: Step, scenario: Scenario, rng: random
     if step.move == "partial":
         name = info["name"]
         return f"{rng.choice(PARTIALS)} The {name.replace('_', ' ')} is {spoken(values[name])}."
-    text = offline_turn(workflow, step.node, scenario, rng, values=values)
+    text = offline_turn(workflow, step.node, scenario, rng, examples, values)
     if step.move == "aside":
         return rng.choice(ASIDES) + " " + text
     if step.move == "after_aside":
@@ -315,6 +327,8 @@ def turn_request(workflow: Workflow, script: list[Step], step: int, scenario: Sc
     speaker = "assistant" if current.role == "agent" else "customer"
     history = "\n".join(f"{'Assistant' if t.role == 'assistant' else 'Customer'}: {t.content}" for t in turns)
     info, values = current.info, current.values(scenario)
+    said = " ".join(t.content for t in turns if t.role == "user")
+    told = frozenset(name for name, value in values.items() if isinstance(value, dict) or value_pattern(value).search(said))
     instruction = render(workflow.nodes[current.node].prompt, values) if current.node else ""
     if "next" in info:
         info = {**info, "next_instruction": render(workflow.nodes[info["next"]].prompt, values)}
@@ -335,7 +349,7 @@ def turn_request(workflow: Workflow, script: list[Step], step: int, scenario: Sc
                                  instruction=instruction, next_hint=next_hint)
     return Request(system=system, messages=[{"role": "user", "content": content}], max_tokens=300,
                    temperature=0.9, tag="teacher", sample=sample,
-                   offline=lambda rng: offline_step(workflow, current, scenario, rng))
+                   offline=lambda rng: offline_step(workflow, current, scenario, rng, told))
 
 
 async def write_dialogue(workflow: Workflow, path: Path, scenario: Scenario, backend: Backend,
