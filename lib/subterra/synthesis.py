@@ -118,7 +118,7 @@ def offline_turn(workflow: Workflow, node_id: str, scenario: Scenario, rng: rand
     (default: the scenario's). An agent turn starts with its step, never with a filler word: a small
     model takes its decision at its first words, and an opener drawn at random ("Certainly.") puts a
     coin toss before the decision, which then follows the opener instead of the conversation (README,
-    "What the CPU compile learns"). Customers keep their persona's openers.
+    "Synthesis"). Customers keep their persona's openers.
     """
     node = workflow.nodes[node_id]
     text = render(rng.choice(list(examples or node.examples)), scenario.values if values is None else values)
@@ -278,10 +278,10 @@ def offline_step(workflow: Workflow, step: Step, scenario: Scenario, rng: random
     said, where there is one — the agent cannot know the cabin nobody asked for.
     """
     info, values = step.info, step.values(scenario)
-    examples = None
+    sayable = None
     if step.role == "agent" and step.node and told is not None:
         known = told | lookups(workflow)
-        examples = [e for e in workflow.nodes[step.node].examples if slot_names(e) <= known] or None
+        sayable = [e for e in workflow.nodes[step.node].examples if slot_names(e) <= known] or None
     if step.move == "leave":
         return rng.choice(LEAVES)
     if step.move == "close":
@@ -289,7 +289,7 @@ def offline_step(workflow: Workflow, step: Step, scenario: Scenario, rng: random
     if step.move == "partial":
         name = info["name"]
         return f"{rng.choice(PARTIALS)} The {name.replace('_', ' ')} is {spoken(values[name])}."
-    text = offline_turn(workflow, step.node, scenario, rng, examples, values)
+    text = offline_turn(workflow, step.node, scenario, rng, sayable, values)
     if step.move == "aside":
         return rng.choice(ASIDES) + " " + text
     if step.move == "after_aside":
@@ -305,8 +305,6 @@ def offline_step(workflow: Workflow, step: Step, scenario: Scenario, rng: random
     if step.move == "again":
         return rng.choice(AGAINS) + text[:1].lower() + text[1:]
     return text
-
-
 
 
 # --------------------------------------------------------------------------- the teacher
