@@ -325,8 +325,10 @@ def turn_request(workflow: Workflow, script: list[Step], step: int, scenario: Sc
     speaker = "assistant" if current.role == "agent" else "customer"
     history = "\n".join(f"{'Assistant' if t.role == 'assistant' else 'Customer'}: {t.content}" for t in turns)
     info, values = current.info, current.values(scenario)
-    said = " ".join(t.content for t in turns if t.role == "user")
-    told = frozenset(name for name, value in values.items() if isinstance(value, dict) or value_pattern(value).search(said))
+    told = None                                        # what the offline agent may speak of: only an agent's turn asks
+    if current.role == "agent":
+        said = " ".join(t.content for t in turns if t.role == "user")
+        told = frozenset(name for name, value in values.items() if isinstance(value, dict) or value_pattern(value).search(said))
     instruction = render(workflow.nodes[current.node].prompt, values) if current.node else ""
     if "next" in info:
         info = {**info, "next_instruction": render(workflow.nodes[info["next"]].prompt, values)}
