@@ -75,7 +75,8 @@ class ScriptedAgent(Agent):
             dialogue = next(d for d in self.gold.values()
                             if d.messages(self.workflow.system_prompt)[:len(messages)] == messages)
             turn = dialogue.turns[len(messages) - 1]
-            values = dict(dialogue.scenario.values)
+            turns = dialogue.turns[:len(messages)]      # the values in force here: a new date, the other card
+            values = self.workflow.values_along([t.node for t in turns], dialogue.scenario.values)[-1]
             if self.swap and "origin" in values:
                 values["origin"], values["destination"] = values["destination"], values["origin"]
             examples = self.workflow.nodes[turn.node].examples

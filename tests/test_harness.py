@@ -41,13 +41,23 @@ def greet(text="Hi there! I can find and book flights for you. Where are you hop
 
 def test_a_value_inside_a_longer_value_or_a_word_is_not_heard(travel):
     heard = extract_values(travel, "Let's look at February 6, please. So nice of you! It's $1,010 in total.")
-    assert heard == {"new_date": "February 6"}                  # no party of 6, no trip to Nice, no 1 traveller
+    assert heard == {"new_date": "February 6", "travel_date": "February 6"}   # no party of 6, no trip to Nice, no 1 traveller
     assert extract_values(travel, "A trip to Nice for 6 of us, about $1010.")["destination"] == "Nice"
     said = extract_values(travel, "I said Porto by mistake, it's Lisbon.")
     assert said["destination"] == "Lisbon"                      # the later mention counts
     offer = "Top result is Emirates flight 1045 at 9:40 am, $2700 in total."
     assert "budget" in extract_values(travel, offer)            # 2700 is in both pools...
     assert "budget" not in extract_values(travel, offer, names={"airline", "price", "flight_number"})
+
+
+def test_a_renewing_value_is_heard_as_the_value_it_renews_wherever_it_stands(travel):
+    # travel's edges renew travel_date from new_date and card_last4 from other_card (``sets``)
+    change = extract_values(travel, "What if I left on February 6 instead of January 3?")
+    assert change["travel_date"] == "February 6" and change["new_date"] == "February 6"
+    assert extract_values(travel, "On January 3, then.")["travel_date"] == "January 3"    # the old value alone
+    card = extract_values(travel, "Use the card ending 2323, not 7768.", names={"card_last4"})
+    assert card == {"card_last4": "2323"}                       # heard under the listened-for name
+    assert extract_values(travel, "The card ending 7768, please.") == {"card_last4": "7768"}
 
 
 def test_values_only_the_business_knows_are_found_from_the_graph(travel):
@@ -97,6 +107,36 @@ def test_the_customer_corrects_a_wrong_value_whatever_its_persona(travel):
     offer = f"Good news! Emirates flight 1045 leaves {scenario.values['origin']} at 6:10 am and flies straight to {wrong}."
     reply = user.respond(greet() + [{"role": "user", "content": trip}, {"role": "assistant", "content": offer}])
     assert reply.challenge and scenario.values["destination"] in reply.text and "not right" in reply.text
+
+
+def test_after_a_declined_card_the_customer_gives_the_other_card_and_the_judge_holds_the_agent_to_it(travel):
+    # found: the customer gave the declined card again, and an agent that declined it again looped
+    from subterra.workflow import render
+    book = ("greet", "trip_request", "offer_flights", "choose_flight", "booking_summary", "confirm_booking",
+            "booking_confirmed")
+    scenario, path = scenario_for(travel, "none", book)
+    v, user = scenario.values, OfflineUser(travel, scenario, path)
+    messages = greet()
+
+    def agent(node, card):
+        said = render(travel.nodes[node].examples[0], {**v, "card_last4": card})
+        messages.append({"role": "assistant", "content": said})
+        messages.append({"role": "user", "content": user.respond(messages).text})
+        return messages[-1]["content"]
+
+    messages.append({"role": "user", "content": user.respond(messages).text})
+    agent("offer_flights", v["card_last4"])
+    assert v["card_last4"] in agent("booking_summary", v["card_last4"])      # the first confirmation: the first card
+    first, second = agent("payment_declined", v["card_last4"]), agent("payment_declined", v["other_card"])
+    for reply in (first, second):                                      # declined (even twice): the other card
+        assert v["other_card"] in reply and v["card_last4"] not in reply, reply
+    judge = OfflineJudge(travel)
+    nodes = ["greet", "trip_request", "offer_flights", "choose_flight", "booking_summary", "confirm_booking",
+             "payment_declined", "confirm_booking", "payment_declined", "confirm_booking"]
+    assert judge.information_accuracy({"messages": messages, "trace_nodes": nodes}, v, [])[0] == 5
+    stale = render(travel.nodes["payment_declined"].examples[0], v)    # declines the first card again
+    t = {"messages": messages[:-2] + [{"role": "assistant", "content": stale}] + messages[-1:], "trace_nodes": nodes}
+    assert judge.information_accuracy(t, v, [])[0] == 4
 
 
 @pytest.mark.parametrize("challenge", [c for c in CHALLENGES if c != "none"])

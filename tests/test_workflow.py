@@ -69,6 +69,10 @@ def test_shipped_domains_load(domain):
     ("system_prompt: You are a helpful booking assistant.", "system_prompt: [1]", ("expected a string",)),
     ("    - {name: Night desk, hours: 17-9}", "    - {name: Night desk}", ("differ from the first record",)),
     ("  - id: ask\n", "  - id: yes\n", ("got a boolean", "quote it")),
+    ("  - {from: change, to: offer}", "  - {from: change, to: offer, sets: {city: town}}",
+     ("node 'change'", "field 'edges[6].sets.city'", "'town' is not a variable")),
+    ("  - {from: change, to: offer}", "  - {from: change, to: offer, sets: {city: city}}", ("from itself",)),
+    ("  - {from: change, to: offer}", "  - {from: change, to: offer, sets: [city]}", ("expected a mapping",)),
 ])
 def test_validation_names_file_line_node_field(toy_text, old, new, expect):
     assert old in toy_text
@@ -129,3 +133,17 @@ def test_conditions_evaluate_without_eval():
 def test_render_fills_variables_and_catalogue_fields():
     text = render("Go to {city} via the {desk.name}.", {"city": "Faro", "desk": {"name": "Front desk"}})
     assert text == "Go to Faro via the Front desk."
+
+
+def test_an_edge_renews_a_value_from_its_target_on(toy_text):
+    text = toy_text.replace("  price: [300, 500]", "  price: [300, 500]\n  other_city: [Evora, Sintra]").replace(
+        "  - {from: change, to: offer}", "  - {from: change, to: offer, sets: {city: other_city}}")
+    wf = parse_workflow(text, source="wf.yaml")
+    assert wf.renewals() == {"other_city": "city"}
+    values = {"city": "Lisbon", "other_city": "Sintra", "price": 300}
+    along = wf.values_along(["greet", "ask", "offer", "change", None, "offer", "accept", "done"], values)
+    assert [v["city"] for v in along] == ["Lisbon"] * 5 + ["Sintra"] * 3     # after change -> offer, not before
+    assert all(v["price"] == 300 and v["other_city"] == "Sintra" for v in along) and values["city"] == "Lisbon"
+    shared = text.replace("other_city: [Evora, Sintra]", "other_city: [Evora, Porto]")
+    message = str(error_for(shared))
+    assert "field 'edges[6].sets.city'" in message and "both can be 'Porto'" in message

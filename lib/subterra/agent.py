@@ -530,7 +530,7 @@ def evaluate_next_steps(model_dir: str | FilePath | Agent, workflow: Workflow, n
     for (d, k), reply in zip(where, replies):
         dialogue = dialogues[d]
         gold = dialogue.turns[k]
-        values = dialogue.scenario.values
+        values = workflow.values_along([t.node for t in dialogue.turns[:k + 1]], dialogue.scenario.values)[-1]
         node = nearest_node(workflow, reply, values, matcher)
         step_ok = node == gold.node
         previous = dialogue.turns[k - 1].node if k else None

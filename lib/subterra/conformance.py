@@ -100,7 +100,9 @@ def extract_values(workflow: Workflow, text: str, names: Iterable[str] | None = 
     A value inside a longer value is not heard on its own (the 6 of "February 6" is no party of 6).
     Where a text names two values of one variable, the later one counts ("I said Porto, but it's
     Lisbon"). ``names`` limits listening to some variables and tables, e.g. those the step being
-    performed speaks of, so that a price of 2700 is not also heard as a budget of 2700.
+    performed speaks of, so that a price of 2700 is not also heard as a budget of 2700. A value of a
+    variable that renews another (an edge's ``sets``: the other card after a declined one) is heard as
+    both, and as the renewed one's value it wins over the old wherever it stands ("2012, not 7768").
     """
     variables, tables = _patterns(workflow)
     hits = []                                             # (start, end, name, value)
@@ -114,9 +116,13 @@ def extract_values(workflow: Workflow, text: str, names: Iterable[str] | None = 
             kept.append(hit)
     wanted = None if names is None else set(names)
     found: dict[str, Any] = {}
+    renews = _cached(workflow, "renewals", Workflow.renewals)
     for start, end, name, value in sorted(kept, key=lambda k: k[:2]):
         if wanted is None or name in wanted:
             found[name] = dict(value) if isinstance(value, dict) else value
+    for start, end, name, value in sorted(kept, key=lambda k: k[:2]):
+        if name in renews and (wanted is None or renews[name] in wanted):
+            found[renews[name]] = value
     return found
 
 

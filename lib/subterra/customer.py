@@ -9,6 +9,8 @@ customer sentences. It behaves like a person, not a script:
 - it answers the question it was asked, and asks again when it cannot tell what the agent wants
   (three times in a row, and it leaves: ``not_understood``);
 - it corrects the agent when the agent gets one of its values wrong (twice at most per value);
+- past an edge that renews one of its values (``sets``: after a declined card) it gives the new one,
+  the other card, never the declined one again;
 - it leaves (``loop``) when the agent says the same message three times in a row: a step the
   procedure revisits (the booking summary again after a loyalty number was added) may be said
   again word for word, and a deterministic agent that does so is not stuck;
@@ -108,6 +110,8 @@ class OfflineUser:
             return UserTurn(NOT_UNDERSTOOD)
         self.puzzled = 0
         node = match.node
+        if self.last is not None:
+            self._renew(self.last[1], node)
         if terminal:
             return UserTurn(STOP, stop=True, reason=f"terminal:{self.workflow.nodes[node].terminal}")
         if FAREWELL.search(agent_text):                     # the agent said goodbye off the procedure
@@ -126,6 +130,7 @@ class OfflineUser:
         return self._answer(node, reply)
 
     def _answer(self, agent_node: str | None, reply: str) -> UserTurn:
+        self._renew(agent_node, reply)
         prefix, challenge = "", False
         if self.slip is not None:                              # put right the slip of the last message
             name, wrong, meant = self.slip
@@ -198,6 +203,12 @@ class OfflineUser:
         allowed = [e.target for e in self.workflow.successors(agent_node)
                    if e.check is None or e.check.evaluate(self.scenario.values)]
         return allowed[0] if allowed else None
+
+    def _renew(self, source: str | None, target: str) -> None:
+        """The edge ``source -> target`` was taken: its ``sets`` give this customer's values anew (another card)."""
+        edge = next((e for e in self.workflow.successors(source) if e.target == target), None) if source else None
+        for name, renewing in edge.sets if edge is not None else ():
+            self.said[name] = self.scenario.values.get(renewing, self._value(name))
 
     def _unadvance(self, reply: str) -> None:
         if self.step > 0 and self.plan[self.step - 1] == reply:

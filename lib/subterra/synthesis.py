@@ -22,7 +22,7 @@ import asyncio
 import json
 import random
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path as FilePath
 from typing import Any, Iterable, Mapping, Sequence
 
@@ -172,24 +172,27 @@ class Step:
     ``partial`` (half the answer), ``reask`` (the agent asks for the rest), ``slip`` (the answer
     with a wrong value), ``correct`` (the slip put right, then the answer), ``both`` (this answer
     and the next at once), ``again`` (the next answer said a second time), ``leave`` (the customer
-    gives up), ``close`` (the agent lets them go). ``detail`` holds the values the move needs.
+    gives up), ``close`` (the agent lets them go). ``detail`` holds the values the move needs;
+    ``renewed`` the values an edge's ``sets`` has renewed by this turn (the card after a declined one).
     """
 
     node: str | None
     role: str                                   # "agent" | "user"
     move: str = ""
     detail: tuple[tuple[str, Any], ...] = ()
+    renewed: tuple[tuple[str, Any], ...] = ()
 
     @property
     def info(self) -> dict[str, Any]:
         return dict(self.detail)
 
     def values(self, scenario: Scenario) -> dict[str, Any]:
-        """The values this turn speaks of: the scenario's, with a slipped value as said until it is put right."""
-        info = self.info
+        """The values this turn speaks of: the scenario's as renewed so far, with a slipped value as said
+        until it is put right."""
+        info, values = self.info, {**scenario.values, **dict(self.renewed)}
         if self.move in ("slip", "") and "wrong" in info:
-            return {**scenario.values, info["name"]: info["wrong"]}
-        return scenario.values
+            return {**values, info["name"]: info["wrong"]}
+        return values
 
 
 def script_dialogue(workflow: Workflow, path: Path, scenario: Scenario) -> list[Step]:
@@ -201,7 +204,15 @@ def script_dialogue(workflow: Workflow, path: Path, scenario: Scenario) -> list[
     to correct it in; two answers need a next answer that carries a value of the customer's.
     ``gives_up`` ends the dialogue there, with the agent closing.
     """
-    steps = [Step(n, workflow.nodes[n].role) for n in path.nodes]
+    along = workflow.values_along(path.nodes, scenario.values)
+    renewed = [tuple((name, v) for name, v in now.items() if v != scenario.values.get(name)) for now in along]
+
+    def at(k: int, node: str | None = None, role: str | None = None, move: str = "", detail=()) -> Step:
+        """A turn written where the path's ``k``-th node stands (by default that node), with its renewed values."""
+        node = path.nodes[k] if node is None and role is None else node
+        return Step(node, role or workflow.nodes[node].role, move, tuple(detail), renewed[k])
+
+    steps = [at(k) for k in range(len(path.nodes))]
     style = scenario.persona.challenge
     if style == "none":
         return steps
@@ -217,15 +228,13 @@ def script_dialogue(workflow: Workflow, path: Path, scenario: Scenario) -> list[
             break
         following = users[j + 1] if j + 1 < len(users) else None
         if style == "off_topic" and k + 1 < len(steps) and steps[k + 1].role == "agent":
-            return steps[:k] + [Step(node, "user", "aside"), Step(path.nodes[k + 1], "agent", "after_aside")] + \
-                steps[k + 2:]
+            return steps[:k] + [at(k, move="aside"), at(k + 1, move="after_aside")] + steps[k + 2:]
         if style == "gives_up":
-            return steps[:k] + [Step(None, "user", "leave"), Step(None, "agent", "close")]
+            return steps[:k] + [at(k, None, "user", "leave"), at(k, None, "agent", "close")]
         needed = sorted(required_values(workflow, node))
         if style == "partial_answers" and len(needed) >= 2 and k > 0 and workflow.nodes[path.nodes[k - 1]].role == "agent":
             part = (("name", needed[0]),)
-            return steps[:k] + [Step(None, "user", "partial", part), Step(path.nodes[k - 1], "agent", "reask"),
-                                steps[k]] + steps[k + 1:]
+            return steps[:k] + [at(k, None, "user", "partial", part), at(k - 1, move="reask"), steps[k]] + steps[k + 1:]
         pool = workflow.held_out if scenario.held_out else workflow.variables
 
         def others(name: str) -> list:                 # values the customer could say by mistake
@@ -236,14 +245,14 @@ def script_dialogue(workflow: Workflow, path: Path, scenario: Scenario) -> list[
             name = rng.choice(slips)
             meant, wrong = scenario.values[name], rng.choice(others(name))
             slip = (("name", name), ("wrong", wrong), ("meant", meant))
-            return steps[:k] + [Step(node, "user", "slip", slip)] + [
-                Step(s.node, s.role, "", slip) for s in steps[k + 1:following]] + [
-                Step(path.nodes[following], "user", "correct", slip)] + steps[following + 1:]
+            return steps[:k] + [at(k, move="slip", detail=slip)] + [
+                replace(s, detail=slip) for s in steps[k + 1:following]] + [
+                at(following, move="correct", detail=slip)] + steps[following + 1:]
         if style == "two_answers" and following is not None and not workflow.nodes[path.nodes[following]].is_terminal \
                 and slot_names(" ".join(workflow.nodes[path.nodes[following]].examples)) - known:
             ahead = (("next", path.nodes[following]),)
-            return steps[:k] + [Step(node, "user", "both", ahead)] + steps[k + 1:following] + [
-                Step(path.nodes[following], "user", "again")] + steps[following + 1:]
+            return steps[:k] + [at(k, move="both", detail=ahead)] + steps[k + 1:following] + [
+                at(following, move="again")] + steps[following + 1:]
     return steps
 
 
@@ -301,7 +310,7 @@ def offline_step(workflow: Workflow, step: Step, scenario: Scenario, rng: random
         return fix + text
     if step.move == "both":                  # the next answer in its own words, none naming a look-up not yet stated
         examples = [e for e in workflow.nodes[info["next"]].examples if not slot_names(e) & lookups(workflow)]
-        return text + " " + offline_turn(workflow, info["next"], scenario, rng, examples or None)
+        return text + " " + offline_turn(workflow, info["next"], scenario, rng, examples or None, values)
     if step.move == "again":
         return rng.choice(AGAINS) + text[:1].lower() + text[1:]
     return text

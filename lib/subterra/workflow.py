@@ -13,7 +13,7 @@ import ast
 import re
 from dataclasses import dataclass, field
 from pathlib import Path as FilePath
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import yaml
 
@@ -146,12 +146,17 @@ class Node:
 
 @dataclass(frozen=True)
 class Edge:
-    """A transition; ``when`` is a sentence an LLM can follow, ``check`` the machine version."""
+    """A transition; ``when`` is a sentence an LLM can follow, ``check`` the machine version.
+
+    ``sets`` renews values on the way: ``(("card_last4", "other_card"),)`` means that from this edge's
+    target on, ``{card_last4}`` is the scenario's ``other_card`` (the card offered after a declined one).
+    """
 
     source: str
     target: str
     when: str | None = None
     check: Condition | None = None
+    sets: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -187,6 +192,26 @@ class Workflow:
         for e in self.edges:
             out[e.source] = out.get(e.source, 0) + 1
         return [n for n in self.nodes if out.get(n, 0) > 1]
+
+    def renewals(self) -> dict[str, str]:
+        """Variable renewing another on some edge -> the variable it renews (``other_card`` -> ``card_last4``)."""
+        return {source: target for e in self.edges for target, source in e.sets}
+
+    def values_along(self, nodes: Sequence[str | None], values: Mapping[str, Any]) -> list[dict[str, Any]]:
+        """The values in force at each node of a walk: an edge's ``sets`` hold from its target on.
+
+        ``None`` (a turn off the procedure) keeps the values of the node before it.
+        """
+        edges = {(e.source, e.target): e.sets for e in self.edges}
+        current, previous, out = dict(values), None, []
+        for node in nodes:
+            if node is not None:
+                for target, source in edges.get((previous, node), ()):
+                    if source in values:
+                        current[target] = values[source]
+                previous = node
+            out.append(dict(current))
+        return out
 
     def slots(self) -> set[str]:
         """Every name a ``{slot}`` may use: variables and ``table.field`` for catalogue tables."""
@@ -328,6 +353,7 @@ class _Validator:
                       variables=variables, held_out=held_out, catalogue=catalogue, nodes=nodes,
                       edges=edges, start=start, source=self.source)
         self.slots_and_conditions(wf)
+        self.renewals(wf)
         self.structure(wf)
         return wf
 
@@ -444,7 +470,7 @@ class _Validator:
             path = ("edges", i)
             if not isinstance(item, dict):
                 self.fail(f"each edge must be a mapping, got {_type_name(item)}", path)
-            self.check_keys(item, {"from", "to", "when", "check"}, path)
+            self.check_keys(item, {"from", "to", "when", "check", "sets"}, path)
             source = self.get(item, "from", path, str)
             target = self.get(item, "to", path, str, node=source)
             for end, key in ((source, "from"), (target, "to")):
@@ -468,8 +494,28 @@ class _Validator:
                     check = Condition.parse(check_src)
                 except ValueError as exc:
                     self.fail(str(exc), path + ("check",), node=source)
-            edges.append(Edge(source=source, target=target, when=when, check=check))
+            sets = self.get(item, "sets", path, dict, node=source, required=False, default={})
+            edges.append(Edge(source=source, target=target, when=when, check=check,
+                              sets=tuple((str(k), v) for k, v in sets.items())))
         return tuple(edges)
+
+    def renewals(self, wf: Workflow) -> None:
+        """Each ``sets`` renews a variable from another whose values it never shares (a listener tells them apart)."""
+        for i, edge in enumerate(wf.edges):
+            for target, source in edge.sets:
+                path = ("edges", i, "sets", target)
+                for name in (target, source):
+                    if not isinstance(name, str) or name not in wf.variables:
+                        self.fail(f"edge {edge.source} -> {edge.target} sets {target!r} from {source!r}: "
+                                  f"{name!r} is not a variable", path, node=edge.source)
+                if target == source:
+                    self.fail(f"edge {edge.source} -> {edge.target} sets {target!r} from itself", path,
+                              node=edge.source)
+                shared = set(map(str, wf.values_of(target))) & set(map(str, wf.values_of(source)))
+                if shared:
+                    self.fail(f"edge {edge.source} -> {edge.target} sets {target!r} from {source!r}, but both can "
+                              f"be {sorted(shared)[0]!r}: a listener could not tell the new value from the old",
+                              path, node=edge.source)
 
     def slots_and_conditions(self, wf: Workflow) -> None:
         known = wf.slots()
