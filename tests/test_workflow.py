@@ -147,3 +147,5 @@ def test_an_edge_renews_a_value_from_its_target_on(toy_text):
     shared = text.replace("other_city: [Evora, Sintra]", "other_city: [Evora, Porto]")
     message = str(error_for(shared))
     assert "field 'edges[6].sets.city'" in message and "both can be 'Porto'" in message
+    twice = text.replace("  - {from: ask, to: offer}", "  - {from: ask, to: offer, sets: {price: other_city}}")
+    assert "renews one variable only" in str(error_for(twice))

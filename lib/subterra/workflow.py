@@ -500,10 +500,16 @@ class _Validator:
         return tuple(edges)
 
     def renewals(self, wf: Workflow) -> None:
-        """Each ``sets`` renews a variable from another whose values it never shares (a listener tells them apart)."""
+        """Each ``sets`` renews a variable from another whose values it never shares (a listener tells them
+        apart), and a variable renews one variable only (a listener hears its value as that one's)."""
+        renews: dict[str, str] = {}
         for i, edge in enumerate(wf.edges):
             for target, source in edge.sets:
                 path = ("edges", i, "sets", target)
+                if renews.setdefault(source, target) != target:
+                    self.fail(f"edge {edge.source} -> {edge.target} sets {target!r} from {source!r}, which another "
+                              f"edge uses to renew {renews[source]!r}: a variable renews one variable only", path,
+                              node=edge.source)
                 for name in (target, source):
                     if not isinstance(name, str) or name not in wf.variables:
                         self.fail(f"edge {edge.source} -> {edge.target} sets {target!r} from {source!r}: "
