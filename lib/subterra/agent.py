@@ -527,10 +527,11 @@ def evaluate_next_steps(model_dir: str | FilePath | Agent, workflow: Workflow, n
     permitted = right = copy_turns = copy_ok = 0
     checks: list[ValueCheck] = []
     failures = []
+    along = [workflow.values_along([t.node for t in d.turns], d.scenario.values) for d in dialogues]
     for (d, k), reply in zip(where, replies):
         dialogue = dialogues[d]
         gold = dialogue.turns[k]
-        values = workflow.values_along([t.node for t in dialogue.turns[:k + 1]], dialogue.scenario.values)[-1]
+        values = along[d][k]                  # the values in force at this turn (a new date, the other card)
         node = nearest_node(workflow, reply, values, matcher)
         step_ok = node == gold.node
         previous = dialogue.turns[k - 1].node if k else None

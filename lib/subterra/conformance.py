@@ -102,7 +102,7 @@ def extract_values(workflow: Workflow, text: str, names: Iterable[str] | None = 
     Lisbon"). ``names`` limits listening to some variables and tables, e.g. those the step being
     performed speaks of, so that a price of 2700 is not also heard as a budget of 2700. A value of a
     variable that renews another (an edge's ``sets``: the other card after a declined one) is heard as
-    both, and as the renewed one's value it wins over the old wherever it stands ("2012, not 7768").
+    both, and as the renewed one's value it wins over the old wherever it stands ("2323, not 7768").
     """
     variables, tables = _patterns(workflow)
     hits = []                                             # (start, end, name, value)
@@ -117,10 +117,11 @@ def extract_values(workflow: Workflow, text: str, names: Iterable[str] | None = 
     wanted = None if names is None else set(names)
     found: dict[str, Any] = {}
     renews = _cached(workflow, "renewals", Workflow.renewals)
-    for start, end, name, value in sorted(kept, key=lambda k: k[:2]):
+    ordered = sorted(kept, key=lambda k: k[:2])
+    for start, end, name, value in ordered:
         if wanted is None or name in wanted:
             found[name] = dict(value) if isinstance(value, dict) else value
-    for start, end, name, value in sorted(kept, key=lambda k: k[:2]):
+    for start, end, name, value in ordered:
         if name in renews and (wanted is None or renews[name] in wanted):
             found[renews[name]] = value
     return found
