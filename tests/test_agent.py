@@ -226,3 +226,42 @@ def test_the_batch_decodes_as_transformers_generate_does_each_row_alone(tiny_cha
         alone.append(agent.tokenizer.decode(written, skip_special_tokens=True).strip())      # up to its stop token
     assert replies == alone
     assert len({len(r) for r in replies}) > 1          # rows stopped at different lengths
+
+
+def test_a_reserved_layer_holds_what_concatenation_would_and_writes_in_place():
+    from transformers.cache_utils import DynamicLayer
+
+    from subterra.agent import _reserved_layer
+
+    torch.manual_seed(0)
+    chunks = [(torch.randn(3, 2, n, 4), torch.randn(3, 2, n, 4)) for n in (5, 1, 1, 4)]
+    reserved, plain = _reserved_layer()(room=8), DynamicLayer()
+    for step, (k, v) in enumerate(chunks):
+        if step == 2:
+            before = reserved.keys.data_ptr()
+        keys, values = reserved.update(k, v)
+        want_keys, want_values = plain.update(k, v)
+        assert torch.equal(keys, want_keys) and torch.equal(values, want_values)
+        assert reserved.get_seq_length() == plain.get_seq_length()
+        if step == 2:
+            assert keys.data_ptr() == before              # within its room: the same buffer, written in place
+    assert reserved.get_seq_length() == 11                # past its room of 8: it grew, nothing lost
+    index = torch.tensor([2, 0])
+    reserved.batch_select_indices(index)
+    plain.batch_select_indices(index)
+    assert torch.equal(reserved.keys, plain.keys) and torch.equal(reserved.values, plain.values)
+    k, v = torch.randn(2, 2, 1, 4), torch.randn(2, 2, 1, 4)
+    assert torch.equal(reserved.update(k, v)[0], plain.update(k, v)[0])   # rows dropped, still writing on
+
+
+def test_generation_runs_on_reserved_layers_and_the_prefix_cache_still_keeps_them(tiny_chat):
+    from subterra.agent import _reserved_layer, reserve
+    from transformers import DynamicCache
+
+    model, _ = tiny_chat
+    past = DynamicCache(config=model.config)
+    reserve(past, 16)
+    assert all(type(layer) is _reserved_layer() for layer in past.layers)
+    cached, _ = _agents(tiny_chat)
+    cached.reply([{"role": "user", "content": "fly from city 3"}])
+    assert len(cached.prefix_cache.entries) == 1          # a reserved cache's rows are kept for the next turn
