@@ -10,9 +10,13 @@
    agent turn and dollars per conversation — a stand-in priced at its frontier model's list price from its
    own token counts, the small models at the paper's GPU-hour rate — and the in-context/compiled cost ratio
    beside the paper's (128x travel, 462x insurance).
+3. **One decode step** (``--decode-step ROWSxTOKENS``, e.g. ``32x600``): milliseconds per step of greedy
+   decoding for a batch of that many rows after that many tokens of context, with the key/value cache the
+   agent uses (each step's column written into room reserved for the reply) and with transformers' own
+   (concatenated again at every step); the same tokens either way.
 
     python benchmarks/bench_simulation.py [--domain travel] [--n 8] [--model outputs/travel/model]
-        [--skip-cached-one-at-a-time] [--skip-conditions | --skip-batching]
+        [--skip-cached-one-at-a-time] [--skip-conditions | --skip-batching] [--decode-step 32x600]
 """
 
 from __future__ import annotations
@@ -47,6 +51,37 @@ def report_batching(args, wf, timings: dict, texts: dict) -> None:
           "order, so a greedy choice between two near-equal tokens can differ)")
 
 
+def decode_step(agent, rows: int, context: int, steps: int = 24) -> None:
+    """Milliseconds per greedy decode step, reserved cache against concatenation, twice each (interleaved)."""
+    import torch
+    from transformers import DynamicCache
+
+    from subterra.agent import reserve
+
+    model = agent.model
+    prompt = torch.randint(100, model.config.vocab_size - 100, (rows, context), generator=torch.Generator().manual_seed(0))
+    written = {}
+    print(f"\none decode step, {rows} rows after {context} tokens of context ({steps} steps timed):")
+    for kind in ("concatenated", "reserved") * 2:
+        past = DynamicCache(config=model.config)
+        if kind == "reserved":
+            reserve(past, context + steps + 1)
+        mask = torch.ones(rows, context, dtype=torch.long)
+        with torch.no_grad():
+            token = model(input_ids=prompt, attention_mask=mask, cache=past, use_cache=True,
+                          logits_to_keep=1).logits[:, -1].argmax(-1)[:, None]
+            tokens, start = [], time.perf_counter()
+            for step in range(steps):
+                mask = torch.cat([mask, mask.new_ones(rows, 1)], dim=1)
+                token = model(input_ids=token, attention_mask=mask, position_ids=torch.full((rows, 1), context + step),
+                              cache=past, use_cache=True, logits_to_keep=1).logits[:, -1].argmax(-1)[:, None]
+                tokens.append(token)
+            seconds = (time.perf_counter() - start) / steps
+        written.setdefault(kind, torch.cat(tokens, dim=1))
+        print(f"  {kind:<14}{seconds * 1000:>8.0f} ms/step {rows / seconds:>8.0f} tokens/s")
+    print(f"  the same tokens: {torch.equal(written['concatenated'], written['reserved'])}")
+
+
 def main() -> None:
     import datasets
     import transformers
@@ -64,12 +99,18 @@ def main() -> None:
     parser.add_argument("--skip-cached-one-at-a-time", action="store_true",
                         help="leave out the middle run (one at a time with the prefix cache): the longest one")
     parser.add_argument("--skip-batching", action="store_true", help="only the per-condition table")
+    parser.add_argument("--decode-step", metavar="ROWSxTOKENS",
+                        help="only one decode step's time, reserved cache against concatenation (e.g. 32x600)")
     args = parser.parse_args()
     transformers.logging.set_verbosity_error()
     datasets.disable_progress_bars()
 
-    wf = load_domain(args.domain)
     agent = Agent(args.model)
+    if args.decode_step:
+        rows, context = (int(x) for x in args.decode_step.lower().split("x"))
+        decode_step(agent, rows, context)
+        return
+    wf = load_domain(args.domain)
     with tempfile.TemporaryDirectory() as out:
         timings, texts, cache = {}, {}, agent.prefix_cache
         runs = (("one at a time", 1, None), ("one at a time, cached", 1, cache), ("batched, cached", args.n, cache))
