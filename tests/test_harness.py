@@ -109,6 +109,27 @@ def test_the_customer_corrects_a_wrong_value_whatever_its_persona(travel):
     assert reply.challenge and scenario.values["destination"] in reply.text and "not right" in reply.text
 
 
+def test_a_customer_asking_for_another_date_and_taking_the_flight_at_once_holds_to_the_new_date(travel):
+    # found: "What if I left on March 24 instead? Ok Delta it is." — the agent summarised on March 24 and the
+    # customer put it "right" to the old date: the renewal waited for a second offer the customer never saw
+    from subterra.workflow import render
+    route = ("greet", "trip_request", "offer_flights", "change_search", "offer_flights", "choose_flight",
+             "booking_summary")
+    scenario, path = scenario_for(travel, "two_answers", route)
+    v, user = scenario.values, OfflineUser(travel, scenario, path)
+    user.challenge_due = 1                                   # the trip as asked, then the two answers at once
+    messages = greet()
+    messages.append({"role": "user", "content": user.respond(messages).text})
+    messages.append({"role": "assistant", "content": render(travel.nodes["offer_flights"].examples[0], v)})
+    both = user.respond(messages)
+    assert both.challenge and v["new_date"] in both.text, both.text
+    summary = next(t for t in travel.nodes["booking_summary"].examples if "{travel_date}" in t)
+    messages.append({"role": "user", "content": both.text})
+    messages.append({"role": "assistant", "content": render(summary, {**v, "travel_date": v["new_date"]})})
+    reply = user.respond(messages)
+    assert not reply.challenge and "not right" not in reply.text, reply.text   # it books on the new date
+
+
 def test_after_a_declined_card_the_customer_gives_the_other_card_and_the_judge_holds_the_agent_to_it(travel):
     # found: the customer gave the declined card again, and an agent that declined it again looped
     from subterra.workflow import render

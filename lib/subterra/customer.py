@@ -184,7 +184,12 @@ class OfflineUser:
             if not self.workflow.nodes[following].terminal and slot_names(" ".join(
                     self.workflow.nodes[following].examples)) - self.lookups:
                 self.ahead, self.last = following, (agent_node, reply)
-                return UserTurn(self._say(reply) + " " + self._say(following), challenge=True)
+                first = self._say(reply)
+                for step in self.workflow.successors(reply):     # the agent's step between the two answers:
+                    if any(e.target == following for e in self.workflow.successors(step.target)):
+                        self._renew(reply, step.target)           # what its edge renews holds from here on
+                        break
+                return UserTurn(first + " " + self._say(following), challenge=True)
         return None
 
     # ----------------------------------------------------------------- choosing and saying
