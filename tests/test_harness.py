@@ -130,6 +130,28 @@ def test_a_customer_asking_for_another_date_and_taking_the_flight_at_once_holds_
     assert not reply.challenge and "not right" not in reply.text, reply.text   # it books on the new date
 
 
+def test_a_customer_who_asked_for_another_date_corrects_an_agent_that_books_on_the_old_one(travel):
+    # found: an agent that summarised on the old date right after the change request was accepted: the customer
+    # took the new date only from the agent's second offer, so an agent that skipped it was never held to it
+    from subterra.workflow import render
+    route = ("greet", "trip_request", "offer_flights", "change_search", "offer_flights", "choose_flight",
+             "booking_summary")
+    scenario, path = scenario_for(travel, "none", route)
+    v, summary = scenario.values, next(t for t in travel.nodes["booking_summary"].examples if "{travel_date}" in t)
+    for date, corrected in ((v["travel_date"], True), (v["new_date"], False)):
+        user, messages = OfflineUser(travel, scenario, path), greet()
+        messages.append({"role": "user", "content": user.respond(messages).text})
+        messages.append({"role": "assistant", "content": render(travel.nodes["offer_flights"].examples[0], v)})
+        change = user.respond(messages).text
+        assert v["new_date"] in change, change
+        messages.append({"role": "user", "content": change})
+        messages.append({"role": "assistant", "content": render(summary, {**v, "travel_date": date})})
+        reply = user.respond(messages)
+        assert reply.challenge == corrected and ("not right" in reply.text) == corrected, (date, reply.text)
+        if corrected:
+            assert v["new_date"] in reply.text, reply.text
+
+
 def test_after_a_declined_card_the_customer_gives_the_other_card_and_the_judge_holds_the_agent_to_it(travel):
     # found: the customer gave the declined card again, and an agent that declined it again looped
     from subterra.workflow import render

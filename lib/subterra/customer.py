@@ -10,7 +10,8 @@ customer sentences. It behaves like a person, not a script:
   (three times in a row, and it leaves: ``not_understood``);
 - it corrects the agent when the agent gets one of its values wrong (twice at most per value);
 - past an edge that renews one of its values (``sets``: after a declined card) it gives the new one,
-  the other card, never the declined one again;
+  the other card, never the declined one again; a value it renews itself (another date) it holds from
+  the moment it asks for it, and corrects an agent that goes on with the old one;
 - it leaves (``loop``) when the agent says the same message three times in a row: a step the
   procedure revisits (the booking summary again after a loyalty number was added) may be said
   again word for word, and a deterministic agent that does so is not stuck;
@@ -184,12 +185,7 @@ class OfflineUser:
             if not self.workflow.nodes[following].terminal and slot_names(" ".join(
                     self.workflow.nodes[following].examples)) - self.lookups:
                 self.ahead, self.last = following, (agent_node, reply)
-                first = self._say(reply)
-                for step in self.workflow.successors(reply):     # the agent's step between the two answers:
-                    if any(e.target == following for e in self.workflow.successors(step.target)):
-                        self._renew(reply, step.target)           # what its edge renews holds from here on
-                        break
-                return UserTurn(first + " " + self._say(following), challenge=True)
+                return UserTurn(self._say(reply) + " " + self._say(following), challenge=True)
         return None
 
     # ----------------------------------------------------------------- choosing and saying
@@ -212,7 +208,17 @@ class OfflineUser:
     def _renew(self, source: str | None, target: str) -> None:
         """The edge ``source -> target`` was taken: its ``sets`` give this customer's values anew (another card)."""
         edge = next((e for e in self.workflow.successors(source) if e.target == target), None) if source else None
-        for name, renewing in edge.sets if edge is not None else ():
+        self._hold(edge.sets if edge is not None else ())
+
+    def _renew_said(self, node_id: str) -> None:
+        """A step of the customer's whose every way on renews the same values (asking for another date) renews
+        them as it is said: the customer holds the new date from asking for it, whatever the agent does next."""
+        ways = {e.sets for e in self.workflow.successors(node_id)}
+        if len(ways) == 1:
+            self._hold(ways.pop())
+
+    def _hold(self, sets: tuple[tuple[str, str], ...]) -> None:
+        for name, renewing in sets:
             self.said[name] = self.scenario.values.get(renewing, self._value(name))
 
     def _unadvance(self, reply: str) -> None:
@@ -232,7 +238,9 @@ class OfflineUser:
         usable = [e for e in node.examples if not (slot_names(e) & self.lookups) - set(self.offered)]
         template = self.rng.choice(usable or list(node.examples))
         self.said.update({name: values[name] for name in slot_names(template) - self.lookups if name in values})
-        return offline_turn(self.workflow, node_id, self.scenario, self.rng, [template], values)
+        text = offline_turn(self.workflow, node_id, self.scenario, self.rng, [template], values)
+        self._renew_said(node_id)
+        return text
 
     def _wrong_value(self, heard: dict[str, Any], text: str) -> tuple[str, Any] | None:
         """A value of the customer's that the agent just stated wrongly (given, or not yet given)."""
