@@ -232,7 +232,8 @@ def test_orchestrated_speaker_follows_what_the_model_can_do(toy, tiny_agent, tmp
     shutil.copytree(scratch, base, ignore=shutil.ignore_patterns("training.json", "checkpoint-*"))
     assert follows_instructions(base)
     (pretrained,), _ = build_conditions(["orchestrated"], toy, base)
-    assert pretrained.agent is not None
+    assert pretrained.agent is not None                 # a base given as the model: its weights, called the base
+    assert pretrained.label == f"base {base} under the controller", pretrained.label
     with pytest.raises(ValueError, match="orchestrated_speaker"):
         build_conditions(["orchestrated"], toy, None, orchestrated_speaker="gpt")
 

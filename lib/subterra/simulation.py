@@ -669,8 +669,8 @@ def build_conditions(names: Iterable[str], workflow: Workflow, model_dir: str | 
         elif name == "orchestrated":
             condition = Orchestrated(workflow, speaker, seed)
             condition.label = ("script (the workflow's own sentences)" if speaker is None else
-                               f"base {base} under the controller" if speaker is base_agent and
-                               speaker is not agent else f"compiled {model_dir} under the controller")
+                               f"base {base} under the controller" if speaker is base_agent else
+                               f"compiled {model_dir} under the controller")
         elif name == "oracle":
             condition = Oracle(workflow, seed)
             condition.label = "oracle (the harness's calibration)"
