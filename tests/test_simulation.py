@@ -375,3 +375,30 @@ def test_a_customer_who_cannot_make_out_the_agent_leaves(toy):
         reply = user.respond(messages)
         messages.append({"role": "user", "content": reply.text})
     assert reply.stop and reply.reason == "not_understood"
+
+
+def test_the_recorded_orchestrator_run_replays_under_the_current_customer():
+    # data/results/travel holds a 78-minute run that the full setting pairs with instead of repeating it: it is
+    # only good while its scenarios are the ones `simulate` draws and the offline customer, fed the recorded
+    # agent turns, says what it said then, word for word, and stops for the same reason
+    import gzip
+
+    from conftest import ROOT
+    from subterra.scenarios import Scenario
+
+    travel = load_domain("travel")
+    with gzip.open(ROOT / "data/results/travel/orchestrated.transcripts.jsonl.gz", "rt", encoding="utf-8") as f:
+        rows = [json.loads(line) for line in f]
+    scenarios = {s.id: s for s in evaluation_scenarios(travel, 200)}
+    assert sorted(r["scenario_id"] for r in rows) == sorted(scenarios)      # written as each one ended
+    paths = {p.id: p for p in enumerate_paths(travel)}
+    for row in rows:
+        scenario = scenarios[row["scenario_id"]]
+        assert Scenario.from_json(row["scenario"]) == scenario, scenario.id
+        user, messages = OfflineUser(travel, scenario, paths[scenario.path_id]), row["messages"]
+        for i, message in enumerate(messages):
+            if message["role"] == "user":
+                assert user.respond(messages[:i]).text == message["content"], (scenario.id, i)
+        if row["stop_reason"] not in ("error", ""):
+            last = user.respond(messages)
+            assert last.stop and last.reason == row["stop_reason"], (scenario.id, last)
