@@ -64,6 +64,8 @@ class Agent:
         stops = stops if isinstance(stops, list) else [stops] if stops is not None else []
         self.stop_ids = sorted({*stops, self.tokenizer.eos_token_id} - {None})
         self.prefix_cache = PrefixCache.for_model(model, cache_gib) if cache_gib > 0 else None
+        if self.device.type == "cpu":
+            keep_freed_memory()
         import inspect
 
         self._keeps_logits = "logits_to_keep" in inspect.signature(model.forward).parameters
@@ -165,6 +167,26 @@ class Agent:
             feed_positions = feed_positions[:, -1:] + 1
             mask = torch.cat([mask, mask.new_ones(len(alive), 1)], dim=1)
         return self.tokenizer.batch_decode(replies, skip_special_tokens=True)
+
+
+@functools.cache
+def keep_freed_memory() -> bool:
+    """Have glibc's allocator keep the memory that large tensors free for the next ones (CPU runs on Linux).
+
+    glibc gives each allocation of more than 32 MB its own ``mmap`` and returns it on ``free``, so every
+    prefill, decode step and backward pass maps, page-faults (the kernel zeroing each page) and unmaps its
+    activations afresh: a fifth of the CPU time of a batched generation, spent in the kernel. Serving them from
+    the heap and never trimming it turns that into reuse (about 13% more peak memory). The same as starting
+    Python with ``MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=<large>``; True where it took effect (glibc)."""
+    import ctypes
+    import ctypes.util
+    import platform
+
+    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+        return False
+    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+    M_TRIM_THRESHOLD, M_MMAP_MAX = -1, -4                       # malloc.h
+    return bool(libc.mallopt(M_MMAP_MAX, 0)) and bool(libc.mallopt(M_TRIM_THRESHOLD, 2**31 - 1))
 
 
 def reserve(past, room: int) -> None:
