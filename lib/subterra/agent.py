@@ -174,8 +174,8 @@ def keep_freed_memory() -> bool:
     """Have glibc's allocator keep the memory that large tensors free for the next ones (CPU runs on Linux).
 
     glibc gives each allocation of more than 32 MB its own ``mmap`` and returns it on ``free``, so every
-    prefill, decode step and backward pass maps, page-faults (the kernel zeroing each page) and unmaps its
-    activations afresh: a fifth of the CPU time of a batched generation, spent in the kernel. Serving them from
+    prefill and decode step maps, page-faults (the kernel zeroing each page) and unmaps its activations
+    afresh: a fifth of the CPU time of a batched generation, spent in the kernel. Serving them from
     the heap and never trimming it turns that into reuse (about 13% more peak memory). The same as starting
     Python with ``MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=<large>``; True where it took effect (glibc)."""
     import ctypes

@@ -298,10 +298,6 @@ def train(corpus, out_dir: str | FilePath, recipe: "Recipe | str | dict | None" 
 
     out_dir = FilePath(out_dir)
     trainer, recipe, corpus = build_trainer(corpus, out_dir, recipe, callbacks, progress, **overrides)
-    if trainer.args.device.type == "cpu":
-        from .agent import keep_freed_memory
-
-        keep_freed_memory()                      # activations and gradients reuse the heap, not fresh mappings
     train_tokens = trainer.train_tokens
     padding = padding_fraction(trainer.get_train_dataloader())
     checkpoint = get_last_checkpoint(str(out_dir)) if resume and out_dir.exists() else None
