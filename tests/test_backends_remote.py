@@ -36,6 +36,15 @@ from subterra.backends.openai_compat import NO_KEY, OpenAIBackend
 
 KEY = "sk-ant-test-0123456789abcdef"
 pytestmark = pytest.mark.filterwarnings("ignore:The model .* is deprecated:DeprecationWarning")
+
+
+@pytest.fixture(autouse=True)
+def sonnet_4_5_in_the_sdks_table(monkeypatch):
+    """The SDK's table of deprecated models as anthropic <= 2.14 shipped it: 2.15 dropped claude-sonnet-4-5 once
+    it was retired (2026-11-30). The tests here are about reading that table, not about what it lists today."""
+    import anthropic.resources.messages.messages as sdk
+
+    monkeypatch.setitem(sdk.DEPRECATED_MODELS, "claude-sonnet-4-5", "November 30th, 2026")
 FAULTS = (429, 500, 503, 529, "timeout")
 ANTHROPIC = "https://api.anthropic.com"
 THINKING_TOKENS = 40          # what the fake server says an adaptive-thinking reply spent thinking
