@@ -37,14 +37,6 @@ from subterra.backends.openai_compat import NO_KEY, OpenAIBackend
 KEY = "sk-ant-test-0123456789abcdef"
 pytestmark = pytest.mark.filterwarnings("ignore:The model .* is deprecated:DeprecationWarning")
 
-
-@pytest.fixture(autouse=True)
-def sonnet_4_5_in_the_sdks_table(monkeypatch):
-    """The SDK's table of deprecated models as anthropic <= 2.14 shipped it: 2.15 dropped claude-sonnet-4-5 once
-    it was retired (2026-11-30). The tests here are about reading that table, not about what it lists today."""
-    import anthropic.resources.messages.messages as sdk
-
-    monkeypatch.setitem(sdk.DEPRECATED_MODELS, "claude-sonnet-4-5", "November 30th, 2026")
 FAULTS = (429, 500, 503, 529, "timeout")
 ANTHROPIC = "https://api.anthropic.com"
 THINKING_TOKENS = 40          # what the fake server says an adaptive-thinking reply spent thinking
@@ -58,6 +50,11 @@ def clean_env(monkeypatch):
                  "ANTHROPIC_PROFILE", "OPENAI_API_KEY", "OPENAI_BASE_URL", "OPENAI_ADMIN_KEY"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setattr(backends, "_warned", set())      # each test sees the once-per-model warnings afresh
+    # the SDK's table of deprecated models as anthropic <= 2.14 shipped it: 2.15 dropped claude-sonnet-4-5 once it
+    # was retired (2026-11-30); these tests are about reading that table, not about what it lists today
+    import anthropic.resources.messages.messages as sdk
+
+    monkeypatch.setitem(sdk.DEPRECATED_MODELS, "claude-sonnet-4-5", "November 30th, 2026")
 
 
 def request(i: int, system: str = "You are a booking assistant.") -> Request:
