@@ -377,28 +377,37 @@ def test_a_customer_who_cannot_make_out_the_agent_leaves(toy):
     assert reply.stop and reply.reason == "not_understood"
 
 
-def test_the_recorded_orchestrator_run_replays_under_the_current_customer():
-    # data/results/travel holds a 78-minute run that the full setting pairs with instead of repeating it: it is
-    # only good while its scenarios are the ones `simulate` draws and the offline customer, fed the recorded
-    # agent turns, says what it said then, word for word, and stops for the same reason
+RECORDS = sorted((Path(__file__).parents[1] / "data/results/travel").glob("*.transcripts.jsonl.gz"))
+
+
+@pytest.mark.parametrize("record", RECORDS, ids=[r.name.split(".")[0] for r in RECORDS])
+def test_a_recorded_run_replays_under_the_current_customer(record):
+    # data/results/travel holds runs that the full setting pairs with instead of repeating them (the orchestrator:
+    # 78 minutes): a record is only good while its scenarios are the ones `simulate` draws and the offline customer,
+    # fed the recorded agent turns, says what it said then, word for word, and ends the conversation the same way
     import gzip
 
-    from conftest import ROOT
     from subterra.scenarios import Scenario
 
     travel = load_domain("travel")
-    with gzip.open(ROOT / "data/results/travel/orchestrated.transcripts.jsonl.gz", "rt", encoding="utf-8") as f:
+    with gzip.open(record, "rt", encoding="utf-8") as f:
         rows = [json.loads(line) for line in f]
     scenarios = {s.id: s for s in evaluation_scenarios(travel, 200)}
     assert sorted(r["scenario_id"] for r in rows) == sorted(scenarios)      # written as each one ended
     paths = {p.id: p for p in enumerate_paths(travel)}
     for row in rows:
-        scenario = scenarios[row["scenario_id"]]
+        scenario, messages, reason = scenarios[row["scenario_id"]], row["messages"], row["stop_reason"]
         assert Scenario.from_json(row["scenario"]) == scenario, scenario.id
-        user, messages = OfflineUser(travel, scenario, paths[scenario.path_id]), row["messages"]
+        assert reason != "error", (scenario.id, row["error"])
+        user, said_last = OfflineUser(travel, scenario, paths[scenario.path_id]), None
         for i, message in enumerate(messages):
             if message["role"] == "user":
-                assert user.respond(messages[:i]).text == message["content"], (scenario.id, i)
-        if row["stop_reason"] not in ("error", ""):
+                said_last = user.respond(messages[:i])
+                assert said_last.text == message["content"], (scenario.id, i)
+        if said_last is not None and said_last.stop:                 # the customer's own last word ended it
+            assert said_last.reason == reason, (scenario.id, said_last)
+        elif messages[-1]["role"] == "assistant":                    # the customer left after the agent spoke
             last = user.respond(messages)
-            assert last.stop and last.reason == row["stop_reason"], (scenario.id, last)
+            assert last.stop and last.reason == reason, (scenario.id, last)
+        else:                                                        # out of turns after the customer spoke
+            assert (reason, len(messages)) == ("turn_limit", user.max_turns), scenario.id
