@@ -36,7 +36,6 @@ from subterra.backends.openai_compat import NO_KEY, OpenAIBackend
 
 KEY = "sk-ant-test-0123456789abcdef"
 pytestmark = pytest.mark.filterwarnings("ignore:The model .* is deprecated:DeprecationWarning")
-
 FAULTS = (429, 500, 503, 529, "timeout")
 ANTHROPIC = "https://api.anthropic.com"
 THINKING_TOKENS = 40          # what the fake server says an adaptive-thinking reply spent thinking

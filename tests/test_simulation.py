@@ -10,7 +10,7 @@ from subterra import enumerate_paths, load_domain, parse_workflow
 from subterra.simulation import (STOP, InContext, Orchestrated, OfflineUser, Subterranean, converse,
                                  evaluation_scenarios, extract_values, load_transcripts, serialise_workflow,
                                  simulate)
-from conftest import TOY
+from conftest import ROOT, TOY
 
 
 class Killed(BaseException):
@@ -377,7 +377,7 @@ def test_a_customer_who_cannot_make_out_the_agent_leaves(toy):
     assert reply.stop and reply.reason == "not_understood"
 
 
-RECORDS = sorted((Path(__file__).parents[1] / "data/results/travel").glob("*.transcripts.jsonl.gz"))
+RECORDS = sorted((ROOT / "data/results/travel").glob("*.transcripts.jsonl.gz"))
 
 
 @pytest.mark.parametrize("record", RECORDS, ids=[r.name.split(".")[0] for r in RECORDS])
