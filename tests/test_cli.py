@@ -100,3 +100,28 @@ def test_thinking_flags_reach_the_remote_backends(toy_file, tmp_path, monkeypatc
                  "--frontier-model", "gpt-5.5", "--n", "1", "--out", str(tmp_path / "sim")]) == 1
     assert built == [("anthropic", None, {"thinking": "adaptive", "effort": "low"}),
                      ("openai", "gpt-5.5", {"thinking": "off"})]
+
+
+def test_tutorial_names_the_notebook_and_cell_that_failed_and_keeps_what_ran(tmp_path, monkeypatch):
+    import nbformat
+    from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
+
+    notebooks = tmp_path / "notebooks"
+    notebooks.mkdir()
+    nbformat.write(new_notebook(cells=[new_code_cell("print('ran')")]), notebooks / "01_fine.ipynb")
+    nbformat.write(new_notebook(cells=[new_markdown_cell("# 02"), new_code_cell("print('before')"),
+                                       new_code_cell("raise ValueError('no such value: x')")]),
+                   notebooks / "02_broken.ipynb")
+    monkeypatch.setenv("SUBTERRA_NOTEBOOKS", str(notebooks))
+    out = tmp_path / "out"
+
+    code, stdout, err = run("tutorial", "--out", str(out), "--only", "01", "--only", "02")
+    assert code == 1 and "Traceback" not in err
+    assert "02_broken.ipynb: cell 3 of 3 raised ValueError: no such value: x" in err
+    assert "01_fine: " in stdout and (out / "notebooks" / "01_fine.ipynb").exists()   # the one before it ran
+    executed = nbformat.read(out / "notebooks" / "02_broken.ipynb", 4)       # what ran is kept, error and all
+    assert executed.cells[1].outputs[0]["text"] == "before\n"
+    assert executed.cells[2].outputs[0]["ename"] == "ValueError"
+
+    code, _, err = run("tutorial", "--out", str(out), "--only", "9")
+    assert code == 1 and f"no notebook in {notebooks} starts with 9" in err

@@ -236,13 +236,17 @@ def _import_langgraph(args) -> int:
 
 
 def _tutorial(args) -> int:
-    from .tutorial import run_notebooks, tutorial_notebooks
+    from .tutorial import NotebookFailed, notebooks_dir, run_notebooks, tutorial_notebooks
 
     if not tutorial_notebooks(args.only):
-        print(f"no notebooks match {args.only}", file=sys.stderr)
+        print(f"no notebook in {notebooks_dir()} starts with {' or '.join(args.only)}", file=sys.stderr)
         return 1
-    for path in run_notebooks(args.out, args.only):
-        print(path)
+    try:
+        for path in run_notebooks(args.out, args.only):
+            print(path)
+    except NotebookFailed as exc:
+        print(exc, file=sys.stderr)
+        return 1
     return 0
 
 
@@ -371,7 +375,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = commands.add_parser("tutorial", help="run the notebooks headless, in order (what `make demo` does)")
     p.add_argument("--out", default="outputs", help="where executed notebooks, figures and results go")
-    p.add_argument("--only", nargs="*", metavar="PREFIX", help="run only these notebooks, e.g. 01 02")
+    p.add_argument("--only", nargs="+", action="extend", metavar="PREFIX",
+                   help="run only these notebooks, e.g. 01 02")
     p.set_defaults(run=_tutorial)
     return parser
 

@@ -42,21 +42,38 @@ def _environment(values: Mapping[str, str]):
                 os.environ[k] = v
 
 
+class NotebookFailed(RuntimeError):
+    """A cell of a tutorial notebook raised; the message names the notebook, the cell and the error, and
+    where the executed copy (the error under its cell) was written."""
+
+
 def run_notebook(notebook: Path, out_dir: Path, settings: Mapping[str, str] | None = None,
                  timeout: int = 1800) -> Path:
-    """Execute one notebook with ``settings`` in its environment; write the executed copy to ``out_dir``."""
+    """Execute one notebook with ``settings`` in its environment; write the executed copy to ``out_dir``.
+
+    A cell that raises stops the notebook: the copy executed so far is written all the same, and
+    :class:`NotebookFailed` says which cell and what it raised."""
     import nbformat
     from nbclient import NotebookClient
+    from nbclient.exceptions import CellExecutionError
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     nb = nbformat.read(notebook, as_version=4)
+    target = out_dir / notebook.name
     # the inline backend, whatever the calling shell set: plt.show() puts each figure into the executed copy
     env = {"SUBTERRA_OUTPUTS": str(out_dir.parent.resolve()), "MPLBACKEND": INLINE_BACKEND, **(settings or {})}
     with _environment(env):
-        NotebookClient(nb, timeout=timeout, kernel_name="python3",
-                       resources={"metadata": {"path": str(notebook.parent)}}).execute()
-    target = out_dir / notebook.name
+        try:
+            NotebookClient(nb, timeout=timeout, kernel_name="python3",
+                           resources={"metadata": {"path": str(notebook.parent)}}).execute()
+        except CellExecutionError as exc:
+            nbformat.write(nb, target)
+            failed = [i for i, cell in enumerate(nb.cells)
+                      if any(o.get("output_type") == "error" for o in cell.get("outputs", []))]
+            where = f"cell {failed[0] + 1} of {len(nb.cells)}" if failed else "a cell"
+            raise NotebookFailed(f"{notebook}: {where} raised {exc.ename}: {exc.evalue}\n"
+                                 f"  the executed copy, with the traceback under that cell: {target}") from None
     nbformat.write(nb, target)
     return target
 
