@@ -73,7 +73,7 @@ def run_notebook(notebook: Path, out_dir: Path, settings: Mapping[str, str] | No
                       if any(o.get("output_type") == "error" for o in cell.get("outputs", []))]
             where = f"cell {failed[0] + 1} of {len(nb.cells)}" if failed else "a cell"
             raise NotebookFailed(f"{notebook}: {where} raised {exc.ename}: {exc.evalue}\n"
-                                 f"  the executed copy, with the traceback under that cell: {target}") from None
+                                 f"  the executed copy, with the traceback under that cell: {target}") from exc
     nbformat.write(nb, target)
     return target
 
