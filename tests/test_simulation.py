@@ -380,6 +380,11 @@ def test_a_customer_who_cannot_make_out_the_agent_leaves(toy):
 RECORDS = sorted((ROOT / "data/results/travel").glob("*.transcripts.jsonl.gz"))
 
 
+def test_the_full_settings_records_are_in_place():
+    """The README's full setting pairs with these; without them the replay test below would collect nothing."""
+    assert {"orchestrated.transcripts.jsonl.gz", "subterranean.transcripts.jsonl.gz"} <= {r.name for r in RECORDS}
+
+
 @pytest.mark.parametrize("record", RECORDS, ids=[r.name.split(".")[0] for r in RECORDS])
 def test_a_recorded_run_replays_under_the_current_customer(record):
     # data/results/travel holds runs that the full setting pairs with instead of repeating them (the orchestrator:
