@@ -69,9 +69,9 @@ def run_notebook(notebook: Path, out_dir: Path, settings: Mapping[str, str] | No
                            resources={"metadata": {"path": str(notebook.parent)}}).execute()
         except CellExecutionError as exc:
             nbformat.write(nb, target)
-            failed = [i for i, cell in enumerate(nb.cells)
-                      if any(o.get("output_type") == "error" for o in cell.get("outputs", []))]
-            where = f"cell {failed[0] + 1} of {len(nb.cells)}" if failed else "a cell"
+            failed = next((i for i, cell in enumerate(nb.cells)
+                           if any(o.get("output_type") == "error" for o in cell.get("outputs", []))), None)
+            where = f"cell {failed + 1} of {len(nb.cells)}" if failed is not None else "a cell"
             raise NotebookFailed(f"{notebook}: {where} raised {exc.ename}: {exc.evalue}\n"
                                  f"  the executed copy, with the traceback under that cell: {target}") from exc
     nbformat.write(nb, target)
