@@ -125,3 +125,27 @@ def test_paired_differences_plot_a_criterion_one_condition_never_scored():
     ax = plot_paired_differences(pd.DataFrame(rows))
     assert ax.get_title().startswith("Paired differences")
     assert {t.get_text() for t in ax.get_xticklabels()} >= {"Task Success", "Naturalness"}
+
+
+# --------------------------------------------------------------------------- the full setting, from its records
+
+@pytest.fixture(scope="module")
+def full_setting():
+    from subterra.analysis import full_setting_table
+
+    return full_setting_table(n_resamples=200)
+
+
+@pytest.mark.parametrize("domain", ["travel", "zoom"])
+def test_the_compiled_model_beats_its_orchestrated_base_on_the_recorded_full_setting(full_setting, domain):
+    """Table 1's central comparison, judged now from data/results/<domain>: what the README reports."""
+    ours, base = full_setting.loc[(domain, "subterranean")], full_setting.loc[(domain, "orchestrated")]
+    assert ours["n"] == 200 and base["n"] >= 32 and ours["pairs"] == base["n"]
+    assert ours["failure_rate"] <= 0.055 < base["failure_rate"]
+    assert ours["vs_orchestrated"] > 0 and ours["p_holm"] < 0.001
+
+
+def test_product_knowledge_is_measured_where_a_domain_has_a_catalogue(full_setting):
+    assert full_setting.loc[("travel", "subterranean"), "product_knowledge"] != \
+        full_setting.loc[("travel", "subterranean"), "product_knowledge"]          # NaN: travel has no catalogue
+    assert 0.9 <= full_setting.loc[("zoom", "subterranean"), "product_knowledge"] <= 1

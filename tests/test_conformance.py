@@ -2,6 +2,8 @@
 
 import json
 
+import pytest
+
 from subterra import load_domain, parse_workflow
 from subterra.conformance import NodeMatcher, conformance, mask_values
 from subterra.synthesis import read_dialogues, synthesize
@@ -58,3 +60,23 @@ def test_a_skipped_step_is_an_invalid_path():
     assert trace.nodes == ["greet", "ask", "done"]
     assert not trace.valid_path and trace.invalid_steps == [(2, "ask", "done")] and trace.right_ending
     assert not trace.adherent
+
+
+# --------------------------------------------------------------------------- which values training may make up
+
+@pytest.mark.parametrize("domain, copied, kept", [
+    ("travel", {"name", "surname", "origin", "destination", "travel_date", "card_last4", "other_card"},
+     {"budget", "price", "special_request", "airline", "booking_ref", "personality"}),
+    ("zoom", {"name", "device", "phone"}, {"error", "feature", "ticket_id", "personality"}),
+    ("insurance", {"name", "policy_number", "phone", "city"},
+     {"policy", "policy_status", "injuries", "damage_amount", "claim_number"}),
+])
+def test_copied_variables_are_what_the_agent_repeats_never_what_a_branch_reads(domain, copied, kept):
+    from subterra.conformance import copied_variables, lookups
+
+    wf = load_domain(domain)
+    found = copied_variables(wf)
+    assert copied <= found and not kept & found
+    checked = set().union(*(e.check.names for e in wf.edges if e.check))
+    assert not found & checked and not found & set(wf.catalogue) and not found & lookups(wf)
+    assert found <= set(wf.variables)

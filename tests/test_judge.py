@@ -106,3 +106,49 @@ def test_offline_judge_rewards_adherence_and_punishes_wrong_values(toy, transcri
     assert verdict.scores["task_success"] == 1 and verdict.failure
     failed = dict(adherent[0], error="ValueError: boom")
     assert judge.score(failed).error.startswith("conversation failed")
+
+
+# --------------------------------------------------------------------------- product knowledge
+
+@pytest.fixture(scope="module")
+def zoom_oracle():
+    from dataclasses import asdict
+
+    from subterra import load_domain
+    from subterra.simulation import Oracle
+
+    zoom = load_domain("zoom")
+    paths = {p.id: p for p in enumerate_paths(zoom)}
+    rows = [asdict(converse(Oracle(zoom), OfflineUser(zoom, s, paths[s.path_id]), zoom, s, paths[s.path_id]))
+            for s in evaluation_scenarios(zoom, 24)]
+    return zoom, rows
+
+
+def test_the_oracle_states_only_the_facts_of_the_customers_own_error(zoom_oracle):
+    zoom, rows = zoom_oracle
+    judge = OfflineJudge(zoom)
+    verdicts = [judge.score(t) for t in rows]
+    assert sum(v.facts_stated for v in verdicts) >= len(rows)              # the oracle explains every error
+    assert all(v.facts_right == v.facts_stated for v in verdicts)
+    assert all(v.scores["information_accuracy"] == 5 for v in verdicts)
+
+
+def test_another_codes_fix_is_a_wrong_fact(zoom_oracle):
+    """The listener used to hear a record by its code only: error 5003 with 5000's fix scored full marks."""
+    zoom, rows = zoom_oracle
+    judge, errors = OfflineJudge(zoom), zoom.catalogue["error"]
+    swapped = 0
+    for t in rows:
+        own = json.loads(t["scenario"])["values"]["error"]
+        other = next(r for r in errors if r["fix"] != own["fix"] and r["code"] != own["code"])
+        messages = [dict(m) for m in t["messages"]]
+        turn = next((m for m in messages if m["role"] == "assistant" and own["fix"] in m["content"]), None)
+        if turn is None:
+            continue
+        turn["content"] = turn["content"].replace(own["fix"], other["fix"])
+        verdict, before = judge.score(dict(t, messages=messages)), judge.score(t)
+        assert verdict.scores["information_accuracy"] < before.scores["information_accuracy"] == 5
+        assert verdict.facts_right == before.facts_right - 1 and verdict.facts_stated == before.facts_stated
+        assert "product fact(s) belong to another record" in verdict.reasons["information_accuracy"]
+        swapped += 1
+    assert swapped >= len(rows) // 2

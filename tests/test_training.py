@@ -424,3 +424,52 @@ def test_checkpoints_of_another_model_are_set_aside_not_resumed(corpus, tmp_path
     aside = list(tmp_path.glob("previous-*/checkpoint-2"))
     assert len(aside) == 1                                   # kept, not deleted
     assert "hidden_size 64 -> 32" in capsys.readouterr().out
+
+
+def test_made_up_values_never_touch_a_catalogue_key_or_a_checked_value(tmp_path):
+    """Zoom: the error code and its fix stay together; the customer's name and phone are made up."""
+    import json
+    import random
+
+    from subterra import load_domain
+    from subterra.encoding import made_up_candidates
+
+    synthesize(load_domain("zoom"), 40, tmp_path, "offline", progress=False)
+    split = load_corpus(tmp_path)["train"]
+    changed = 0
+    for row, candidates in zip(split, made_up_candidates(split)):
+        values = json.loads(row["scenario"])["values"]
+        assert set(candidates) <= {"name", "device", "phone", "incident_time"}
+        out = relexicalize(row["messages"], candidates, random.Random(0))
+        text, new = " ".join(m["content"] for m in row["messages"]), " ".join(m["content"] for m in out)
+        for field, value in values["error"].items():                  # every fact of the record, where it was said
+            assert (str(value) in new) == (str(value) in text), (row["id"], field)
+        changed += new != text
+    assert changed >= len(split) // 2                                  # and still most dialogues get made-up values
+
+
+def test_a_corpus_that_does_not_say_what_is_copied_gets_no_made_up_values(corpus, tokenizer, capsys):
+    from subterra.encoding import made_up_candidates
+
+    old = corpus["train"].remove_columns("copied")
+    assert made_up_candidates(old) == [{}] * len(old)
+    assert "predates the 'copied' column" in capsys.readouterr().out
+    recipe = load_recipe(None, **{**TINY, "packing": False, "relexicalize": 1.0})
+    rows, _ = build_dataset(old, tokenizer, recipe, seed=3, augment=True)
+    plain, _ = build_dataset(old, tokenizer, recipe, seed=3, augment=False)
+    assert [r["input_ids"] for r in rows] == [r["input_ids"] for r in plain]
+
+
+def test_dialogues_longer_than_max_length_are_counted_and_named(corpus, tmp_path, capsys):
+    from subterra.encoding import dialogue_lengths
+
+    trainer, recipe, _ = build_trainer(corpus, tmp_path / "whole", None, **TINY)
+    lengths = dialogue_lengths(corpus["train"], trainer.processing_class)
+    assert trainer.truncated == 0 and max(lengths) <= recipe.max_length
+    assert "longer than max_length" not in capsys.readouterr().out
+    cut = sorted(lengths)[len(lengths) // 2]                       # half the dialogues are longer than this
+    trainer, recipe, _ = build_trainer(corpus, tmp_path / "cut", None, **{**TINY, "max_length": cut})
+    assert trainer.truncated == sum(n > cut for n in lengths) > 0
+    out = capsys.readouterr().out
+    assert f"{trainer.truncated} of {len(lengths)} training dialogues are longer than max_length {cut}" in out
+    assert f"--set max_length={-(-max(lengths) // 64) * 64}" in out

@@ -38,11 +38,16 @@ def _ordered(conditions) -> list[str]:
 
 
 def score_table(scores: pd.DataFrame) -> pd.DataFrame:
-    """Mean of each criterion and the failure rate (Task Success <= 3) per condition; errors excluded."""
+    """Mean of each criterion and the failure rate (Task Success <= 3) per condition; errors excluded. Where the
+    judge counted catalogue facts (the offline judge), ``product_knowledge``: the share of the facts stated that
+    are the right record's (NaN where none were stated: travel has no catalogue)."""
     ok = scores[scores["error"].isna()] if "error" in scores else scores
     table = ok.groupby("condition")[list(CRITERIA)].mean()
     table["failure_rate"] = ok.groupby("condition")["task_success"].apply(
         lambda s: failure_rate(s, FAILURE_THRESHOLD))
+    if "facts_stated" in ok:                 # the offline judge's product knowledge: right facts / facts stated
+        facts = ok.groupby("condition")[["facts_stated", "facts_right"]].sum(min_count=1)
+        table["product_knowledge"] = (facts["facts_right"] / facts["facts_stated"].where(facts["facts_stated"] > 0))
     table["n"] = ok.groupby("condition").size()
     table["errors"] = scores.groupby("condition").size() - table["n"]
     return table.loc[_ordered(table.index)].rename(columns=TITLES)
@@ -178,6 +183,8 @@ def results(domain: str, scores: pd.DataFrame, transcripts: Mapping[str, list[di
             "dollars_per_conversation": _num(costs.loc[condition, "dollars"]),
             "procedure_adherence": _num(costs.loc[condition, "procedure_adherence"]),
         }
+        if "product_knowledge" in table:
+            per_condition[condition]["product_knowledge"] = _num(table.loc[condition, "product_knowledge"])
     comparisons = []
     if len(conditions) > 1:
         family = _compare(ok, conditions, n_resamples)
@@ -213,8 +220,65 @@ def write_results(out_dir: str | Path, domain: str, scores: pd.DataFrame, transc
     summary = results(domain, scores, transcripts, compile_dollars, n_resamples)
     write_atomic(out_dir / "results.json", json.dumps(summary, indent=2, allow_nan=False))
     columns = ["condition", "scenario_id", *CRITERIA, "failure", "challenged", "judge", "error"]
+    columns += [c for c in ("facts_stated", "facts_right") if c in scores]
     write_atomic(out_dir / "scores.csv", scores[columns].to_csv(index=False))
     return out_dir / "results.json", out_dir / "scores.csv"
+
+
+def recorded_runs(domain: str) -> dict[str, list[dict]]:
+    """The full setting's recorded transcripts, by condition: ``data/results/<domain>/<condition>.transcripts.jsonl.gz``
+    (runs longer than a sitting, kept with how they were made in that folder's README)."""
+    import gzip
+
+    from .workflow import data_dir
+
+    runs = {}
+    for record in sorted((data_dir() / "results" / domain).glob("*.transcripts.jsonl.gz")):
+        with gzip.open(record, "rt", encoding="utf-8") as f:
+            runs[record.name.split(".")[0]] = [json.loads(line) for line in f]
+    return {name: runs[name] for name in _ordered(runs)}
+
+
+def judge_recorded(domain: str) -> tuple[pd.DataFrame, dict[str, list[dict]]]:
+    """The recorded full setting of ``domain`` judged now by the offline judge: (scores, transcripts)."""
+    from .judge import OfflineJudge, judge_transcripts, scores_frame
+    from .workflow import load_domain
+
+    runs = recorded_runs(domain)
+    judge = OfflineJudge(load_domain(domain))
+    scores = scores_frame(judge_transcripts([t for rows in runs.values() for t in rows], judge, progress=False))
+    scores["error"] = scores["error"].where(scores["error"].notna(), None)
+    return scores, runs
+
+
+def full_setting_table(domains=("travel", "zoom", "insurance"), reference: str = "subterranean",
+                       baseline: str = "orchestrated", n_resamples: int = 2000) -> pd.DataFrame:
+    """Table 1 across the domains with a recorded full setting, judged now: per domain and condition the
+    conversations, failure rate (with the paper's beside it), Task Success, product knowledge, and Task
+    Success against ``baseline`` paired on the scenarios both ran (difference, Holm-corrected p over the
+    domain's whole family of comparisons, d_z)."""
+    paper = paper_results()
+    rows = []
+    for domain in domains:
+        if not recorded_runs(domain):
+            continue
+        scores, _ = judge_recorded(domain)
+        table = score_table(scores)
+        compared = comparison_table(scores, reference, n_resamples) if len(table) > 1 else None
+        for condition in table.index:
+            row = {"domain": domain, "condition": condition, "n": int(table.loc[condition, "n"]),
+                   "failure_rate": table.loc[condition, "failure_rate"],
+                   "paper_failure_rate": paper.get(domain, {}).get("failure_rate", {}).get(condition, math.nan),
+                   "task_success": table.loc[condition, TITLES["task_success"]],
+                   "product_knowledge": table.loc[condition, "product_knowledge"]
+                   if "product_knowledge" in table else math.nan}
+            if compared is not None and condition == reference:
+                hit = compared[(compared["criterion"] == TITLES["task_success"]) & (compared["other"] == baseline)]
+                if len(hit):
+                    row.update({f"vs_{baseline}": hit["difference"].iloc[0], "p_holm": hit["p_holm"].iloc[0],
+                                "d": hit["d"].iloc[0], "pairs": int(hit["n"].iloc[0])})
+            rows.append(row)
+    return pd.DataFrame(rows).set_index(["domain", "condition"])
 
 
 def beside_paper(table: pd.DataFrame, domain: str) -> pd.DataFrame:

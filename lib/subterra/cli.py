@@ -1,21 +1,144 @@
 """Command line: ``python -m subterra COMMAND ...`` (also installed as ``subterra``).
 
-Errors in the user's input print one line to stderr and exit 1; no tracebacks.
+Errors in the user's input print one line to stderr and exit 1 (2 for a usage error: an unknown
+option, a count that is not positive); no tracebacks. Arguments are checked where they are read,
+before anything is loaded, downloaded or written.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 import warnings
 from pathlib import Path as FilePath
 
 from .backends import DEFAULT_MODELS, BackendError, ModelRetirementWarning
+from .bases import BASES, BaseModelError
 from .paths import enumerate_paths, path_stats
 from .recipes import DEFAULT_RECIPE
 from .scenarios import UnsatisfiablePath
 from .workflow import WorkflowError, load_domain, workflow_file
+
+
+class UsageError(Exception):
+    """A command-line argument that cannot be used: one line naming it, what is wrong and what would be right."""
+
+    def __init__(self, arg: str, value, problem: str):
+        super().__init__(f"{arg} {value}: {problem}")
+
+
+def _existing(arg: str, path, hint: str, folder: bool = False) -> FilePath:
+    """``path`` if it is an existing file (or folder); else a UsageError saying so and what makes it (``hint``)."""
+    found, kind = FilePath(path), "folder" if folder else "file"
+    if found.is_dir() if folder else found.is_file():
+        return found
+    raise UsageError(arg, path, f"{'not a' if found.exists() else 'no such'} {kind}; {hint}")
+
+
+def _hub_id(value: str) -> bool:
+    """Whether ``value`` reads as a Hugging Face id (owner/name), not as a local path (a folder here is its parent)."""
+    return bool(re.fullmatch(r"[\w.-]+/[\w.-]+", value)) and not FilePath(value).parent.is_dir()
+
+
+def _model_arg(arg: str, value: str, hint: str = "") -> str:
+    """``value`` once it surely names a model: a folder holding one (config.json), a named base, or a Hub id.
+
+    Checked before any library sees it: a typo in a folder name otherwise reaches the Hub client,
+    whose complaint (about the form of repo ids) never says the folder does not exist.
+    """
+    hint = f"; {hint}" if hint else ""
+    path = FilePath(value)
+    if value in BASES or (path / "config.json").is_file():
+        return value
+    if path.is_dir():
+        raise UsageError(arg, value, f"holds no model (no config.json: training not finished?){hint}")
+    if _hub_id(value):
+        return value
+    problem = "not a folder" if path.exists() else "no such folder"
+    raise UsageError(arg, value, f"{problem}, nor a named base ({', '.join(BASES)}) or a Hugging Face id "
+                                 f"(owner/name){hint}")
+
+
+def _corpus_arg(path: str, domain: str) -> FilePath:
+    """The --data folder, once it holds a finished corpus (``datasets`` would only say "not found")."""
+    hint = f"`subterra synthesize --domain {domain}` writes it"
+    folder = _existing("--data", path, hint, folder=True)
+    if not any((folder / sub / "dataset_dict.json").is_file() for sub in ("corpus", ".")):
+        raise UsageError("--data", path, f"holds no corpus (a synthesis not finished?); {hint}")
+    return folder
+
+
+def _transcripts(path: str, domain: str) -> dict[str, list[dict]]:
+    """The runs in the --transcripts folder, once there is one with at least one condition's transcripts."""
+    from .simulation import load_run
+
+    hint = f"`subterra simulate --domain {domain}` writes them"
+    runs = load_run(_existing("--transcripts", path, hint, folder=True))
+    if not runs:
+        raise UsageError("--transcripts", path, f"holds no transcripts; {hint}")
+    return runs
+
+
+def _scores(path: str, domain: str):
+    """The --scores file as a frame, once it is a CSV with the columns `subterra judge` writes."""
+    import pandas as pd
+
+    from .judge import CRITERIA
+
+    hint = f"`subterra judge --domain {domain}` writes one"
+    try:
+        scores = pd.read_csv(_existing("--scores", path, hint))
+    except ValueError as exc:               # pandas' parser errors and a binary file's UnicodeDecodeError
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise UsageError("--scores", path, f"not a CSV file ({reason}); {hint}") from None
+    missing = sorted({"condition", "scenario_id", "judge", "error", *CRITERIA} - set(scores.columns))
+    if missing:
+        raise UsageError("--scores", path, f"not a scores file (no column {', '.join(missing)}); {hint}")
+    return scores
+
+
+def _python_file(spec: str) -> str:
+    """import-langgraph's FILE.py[:NAME], once FILE is a .py file: it is imported, and importlib fails obscurely
+    on anything else (a missing file is load_graph's to report)."""
+    if FilePath(re.sub(r"(?<=\.py):[\w.]+$", "", spec)).suffix != ".py":      # NAME stripped as load_graph does
+        raise UsageError("FILE.py", spec, "not a Python file; give the .py file that builds the graph "
+                                          "(FILE.py or FILE.py:NAME)")
+    return spec
+
+
+def positive_int(text: str) -> int:
+    """argparse type for a count: a whole number of at least 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, got {text!r}")
+    return value
+
+
+def condition_names(text: str) -> list[str]:
+    """argparse type for --conditions: comma-separated names, each one of simulation.CONDITIONS."""
+    from .simulation import CONDITIONS
+
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    for name in names or [text]:
+        if name not in CONDITIONS:
+            raise argparse.ArgumentTypeError(f"unknown condition {name!r} (choose from {', '.join(CONDITIONS)})")
+    return names
+
+
+def condition_sizes(text: str) -> dict[str, int]:
+    """argparse type for --sizes: NAME=N[,NAME=N...], each name a condition, each N a count."""
+    sizes = {}
+    for item in filter(None, text.split(",")):
+        name, equals, count = item.partition("=")
+        if not equals:
+            raise argparse.ArgumentTypeError(f"expected NAME=N[,NAME=N...], got {text!r}")
+        sizes[condition_names(name)[0]] = positive_int(count)
+    return sizes
 
 
 def _validate(args) -> int:
@@ -118,10 +241,11 @@ def _train(args) -> int:
     from .training import run_training
 
     wf = load_domain(args.domain)
-    overrides = {"model_name_or_path": args.base} if args.base else {}
+    data = _corpus_arg(args.data or f"outputs/{wf.name}/synthesis", args.domain)
+    overrides = {"model_name_or_path": _model_arg("--base", args.base)} if args.base else {}
     if args.lora_rank:
         overrides["lora_rank"] = args.lora_rank
-    return run_training(args.data or f"outputs/{wf.name}/synthesis", args.out or f"outputs/{wf.name}/model",
+    return run_training(data, args.out or f"outputs/{wf.name}/model",
                         args.recipe, args.set, progress=True, resume=not args.no_resume, **overrides)
 
 
@@ -146,13 +270,13 @@ def _simulate(args) -> int:
     from .simulation import build_conditions, simulate
 
     wf = load_domain(args.domain)
+    model = args.model and _model_arg("--model", args.model, f"`subterra train --domain {args.domain}` makes one")
     try:
-        sizes = {k: int(v) for k, v in (item.split("=") for item in args.sizes.split(",") if item)}
-    except ValueError:
-        raise SystemExit(f"--sizes: expected NAME=N[,NAME=N...], got {args.sizes!r}") from None
-    conditions, skipped = build_conditions(args.conditions.split(","), wf, args.model,
-                                           _frontier(args.frontier, args.frontier_model, args), args.seed,
-                                           args.orchestrated_speaker, stand_in=not args.no_stand_in)
+        conditions, skipped = build_conditions(args.conditions, wf, model,
+                                               _frontier(args.frontier, args.frontier_model, args), args.seed,
+                                               args.orchestrated_speaker, stand_in=not args.no_stand_in)
+    except ValueError as exc:               # a speaker the model cannot give (a base of a from-scratch model)
+        raise UsageError("--orchestrated-speaker", args.orchestrated_speaker, str(exc)) from None
     for message in skipped:
         print(f"skipped {message}", file=sys.stderr)
     for condition in conditions:
@@ -160,7 +284,7 @@ def _simulate(args) -> int:
     simulator = (None if args.simulator == "offline" else
                  get_backend(args.simulator, args.simulator_model, **_model_options(args, args.simulator)))
     out = args.out or f"outputs/{wf.name}/simulation"
-    runs = simulate(wf, conditions, out, n=args.n, seed=args.seed, simulator=simulator, sizes=sizes,
+    runs = simulate(wf, conditions, out, n=args.n, seed=args.seed, simulator=simulator, sizes=args.sizes,
                     batch_size=args.batch_size, max_turns=args.max_turns)
     for name, rows in runs.items():
         errors = sum(bool(r["error"]) for r in rows)
@@ -172,14 +296,10 @@ def _simulate(args) -> int:
 
 def _judge(args) -> int:
     from .judge import LLMJudge, OfflineJudge, judge_transcripts, scores_frame
-    from .simulation import load_run
     from .store import write_atomic
 
     wf = load_domain(args.domain)
-    runs = load_run(args.transcripts)
-    if not runs:
-        print(f"{args.transcripts}: no transcripts (run `subterra simulate` first)", file=sys.stderr)
-        return 1
+    runs = _transcripts(args.transcripts, args.domain)
     judge = OfflineJudge(wf) if args.judge == "offline" else LLMJudge(wf, _frontier(args.judge, args.model, args))
     scores = scores_frame(judge_transcripts([t for rows in runs.values() for t in rows], judge))
     out = args.out or f"{args.transcripts}/scores-{args.judge}.csv"
@@ -192,11 +312,10 @@ def _analyze(args) -> int:
     import pandas as pd
 
     from .analysis import comparison_table, cost_table, score_table, write_results
-    from .simulation import load_run
 
     wf = load_domain(args.domain)
-    runs = load_run(args.transcripts)
-    scores = pd.read_csv(args.scores)
+    runs = _transcripts(args.transcripts, args.domain)
+    scores = _scores(args.scores, args.domain)
     scores["error"] = scores["error"].where(scores["error"].notna(), None)
     out = FilePath(args.out or f"outputs/{wf.name}")
     paths = write_results(out, wf.name, scores, runs, args.compile_dollars)
@@ -215,6 +334,7 @@ def _import_langgraph(args) -> int:
     from .backends import get_backend
     from .importers import import_langgraph
 
+    spec = _python_file(args.file)
     teacher = None
     if args.teacher == "local":
         base_url = args.base_url or os.environ.get("OPENAI_BASE_URL") or "http://localhost:8000/v1"
@@ -224,7 +344,7 @@ def _import_langgraph(args) -> int:
     elif args.teacher:
         teacher = get_backend(args.teacher, args.model, **({"base_url": args.base_url} if args.base_url else {}))
     name = args.name or (FilePath(args.out).stem if args.out else None)
-    imported = import_langgraph(args.file, name, teacher=teacher)
+    imported = import_langgraph(spec, name, teacher=teacher)
     out = imported.write(args.out or workflow_file(imported.name))
     print(f"{out}: {imported.summary()}")
     for note in imported.notes:
@@ -262,8 +382,15 @@ def _thinking_flags(p: argparse.ArgumentParser) -> None:
                    help="Claude's output_config.effort / OpenAI's reasoning effort (default: the model's own)")
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse with a usage error in one line, like every other error here (the usage is one --help away)."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message}; see `{self.prog} --help`\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="subterra", description=__doc__.splitlines()[0])
+    parser = Parser(prog="subterra", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = commands.add_parser("validate", help="check workflow files; one error line per bad file")
@@ -289,11 +416,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="backend (default: anthropic if ANTHROPIC_API_KEY is set, else offline)")
     p.add_argument("--model", help=f"model name for the backend ({DEFAULTS_HELP})")
     p.add_argument("--base-url", help="OpenAI-compatible server, e.g. http://localhost:8000/v1 (vLLM, Ollama)")
-    p.add_argument("--n", type=int, help="number of dialogues (default: the paper's size for the domain)")
+    p.add_argument("--n", type=positive_int, help="number of dialogues (default: the paper's size for the domain)")
     p.add_argument("--out", help="output folder (default outputs/DOMAIN/synthesis)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--budget", type=float, help="stop cleanly before spending more than this many dollars")
-    p.add_argument("--concurrency", type=int, default=16, help="dialogues written at once")
+    p.add_argument("--concurrency", type=positive_int, default=16, help="dialogues written at once")
     p.add_argument("--dry-run", action="store_true", help="print calls, tokens and dollars, then stop")
     _thinking_flags(p)
     p.set_defaults(run=_synthesize)
@@ -314,9 +441,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = commands.add_parser("simulate", help="a simulated customer talks to each condition (resumable)")
     p.add_argument("--domain", required=True, help="domain name or workflow file")
     p.add_argument("--model", help="compiled model folder (from `subterra train`)")
-    p.add_argument("--conditions", default="subterranean,orchestrated,langgraph,in_context,oracle",
+    p.add_argument("--conditions", type=condition_names,
+                   default="subterranean,orchestrated,langgraph,in_context,oracle",
                    help="comma-separated: subterranean, orchestrated, langgraph, in_context, oracle")
-    p.add_argument("--n", type=int, default=200, help="evaluation scenarios (the same for every condition)")
+    p.add_argument("--n", type=positive_int, default=200, help="evaluation scenarios (the same for every condition)")
     p.add_argument("--out", help="output folder (default outputs/DOMAIN/simulation)")
     p.add_argument("--simulator", default="offline", choices=["offline", "anthropic", "openai"])
     p.add_argument("--simulator-model", help=f"model for an LLM customer ({DEFAULTS_HELP})")
@@ -328,12 +456,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-stand-in", action="store_true",
                    help="without a key, skip in_context and langgraph instead of running the base model as a "
                         "stand-in for the frontier model")
-    p.add_argument("--sizes", default="", help="fewer scenarios for some conditions, e.g. langgraph=20,in_context=40 "
-                                              "(the first ones of the same list: still paired)")
-    p.add_argument("--batch-size", type=int, default=32,
+    p.add_argument("--sizes", type=condition_sizes, default="",
+                   help="fewer scenarios for some conditions, e.g. langgraph=20,in_context=40 (the first ones of "
+                        "the same list: still paired)")
+    p.add_argument("--batch-size", type=positive_int, default=32,
                    help="conversations a small model answers together, one batched generate per round (1: one at "
                         "a time)")
-    p.add_argument("--max-turns", type=int, default=60, help="messages per conversation at most")
+    p.add_argument("--max-turns", type=positive_int, default=60, help="messages per conversation at most")
     p.add_argument("--seed", type=int, default=0)
     _thinking_flags(p)
     p.set_defaults(run=_simulate)
@@ -395,7 +524,7 @@ def main(argv: list[str] | None = None) -> int:
     warnings.showwarning = one_line
     try:
         return args.run(args)
-    except (WorkflowError, BackendError, UnsatisfiablePath) as exc:
+    except (UsageError, WorkflowError, BackendError, BaseModelError, UnsatisfiablePath) as exc:
         print(exc, file=sys.stderr)
         return 1
     except KeyboardInterrupt:

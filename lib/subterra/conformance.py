@@ -73,6 +73,26 @@ def lookups(workflow: Workflow) -> frozenset[str]:
     return _cached(workflow, "lookups", build)
 
 
+def copied_variables(workflow: Workflow) -> frozenset[str]:
+    """Variables whose values the agent copies from the customer: what training may make up (relexicalize).
+
+    A variable is copied when the customer gives it (it is no look-up) and an agent step speaks of it
+    (a name, a phone number, an address it repeats). Never copied: a catalogue table (product knowledge,
+    known by its record's key: error 5003 and its fix belong together), a variable an edge's ``check``
+    reads (the branch turns on its value), or one the agent never repeats. A variable that renews a copied
+    one (an edge's ``sets``: the other card after a declined one) is copied like it.
+    """
+    def build(wf: Workflow) -> frozenset[str]:
+        checked = set().union(*(e.check.names for e in wf.edges if e.check))
+        agent_says = set().union(*(node_names(wf, n) for n, node in wf.nodes.items() if node.role == "agent"))
+        customer_says = set().union(*(node_names(wf, n) for n, node in wf.nodes.items() if node.role == "user"))
+        copied = {name for name in wf.variables if name in agent_says and name in customer_says
+                  and name not in checked and name not in lookups(wf)}
+        copied |= {source for source, target in wf.renewals().items() if target in copied and source not in checked}
+        return frozenset(copied)
+    return _cached(workflow, "copied", build)
+
+
 def spoken(value: Any) -> str:
     """A value as it is said: a catalogue record by its first field (an error by its code)."""
     return str(next(iter(value.values()))) if isinstance(value, dict) else str(value)
@@ -125,6 +145,48 @@ def extract_values(workflow: Workflow, text: str, names: Iterable[str] | None = 
         if name in renews and (wanted is None or renews[name] in wanted):
             found[renews[name]] = value
     return found
+
+
+FACT_WORDS = 3           # a record's value is a fact worth checking from this many words on ("network" is not)
+FACT_COVERAGE = 0.8      # a turn states a fact when it holds this share of the fact's word pairs
+
+
+def _pairs(text: str) -> set[tuple[str, str]]:
+    words = WORD.findall(text.lower())
+    return set(zip(words, words[1:]))
+
+
+def _facts(workflow: Workflow):
+    """Per catalogue table and field that tells its records apart (three in four of its values distinct): each
+    record's word pairs, empty for a value under :data:`FACT_WORDS` words."""
+    def build(wf: Workflow):
+        out = {}
+        for table, records in wf.catalogue.items():
+            for name in list(records[0])[1:]:                  # the first field is the key the record is said by
+                texts = [str(r.get(name, "")) for r in records]
+                if len(set(texts)) >= 0.75 * len(texts):     # a field that tells records apart
+                    out[(table, name)] = [_pairs(t) if len(WORD.findall(t.lower())) >= FACT_WORDS else set()
+                                          for t in texts]
+        return out
+    return _cached(workflow, "facts", build)
+
+
+def stated_facts(workflow: Workflow, text: str) -> dict[tuple[str, str], set[int]]:
+    """The catalogue facts ``text`` states: (table, field) -> indices of the records whose value it states.
+
+    Product knowledge: what an error code means, its cause and fix, where a feature sits in the menus.
+    A fact is stated when the text holds :data:`FACT_COVERAGE` of its word pairs (a fix said with a
+    word changed still counts); a value that several records share is stated for all of them. Neither a
+    short value nor a field most records share (a category, "join a meeting") is a fact here: they cannot
+    tell one record from another.
+    """
+    said = _pairs(text)
+    out: dict[tuple[str, str], set[int]] = {}
+    for key, records in _facts(workflow).items():
+        hits = {i for i, pairs in enumerate(records) if pairs and len(pairs & said) >= FACT_COVERAGE * len(pairs)}
+        if hits:
+            out[key] = hits
+    return out
 
 
 def scalar_values(values: Mapping[str, Any]) -> list[str]:

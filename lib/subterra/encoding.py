@@ -199,13 +199,14 @@ def scramble(value: str, rng: random.Random) -> str:
 
 
 def relexicalize(messages: list[dict], values: dict[str, Any], rng: random.Random) -> list[dict]:
-    """Replace each value the customer says before the assistant does with a made-up one, everywhere.
+    """Replace each of ``values`` that the customer says before the assistant does with a made-up one, everywhere.
 
     The offline corpus draws values from small pools, so a small model can get away with
     memorising them instead of copying from the conversation; then it fails on any value it
     never saw. Made-up values (never the held-out ones) leave copying as the only way to lower
     the loss. Values the assistant introduces (a price, a catalogue record) are left alone:
-    those are product knowledge the model should learn.
+    those are product knowledge the model should learn. Which values to pass: those the agent
+    copies (:func:`made_up_candidates`), never one a branch turns on or a catalogue key.
     """
     import re
 
@@ -219,6 +220,12 @@ def relexicalize(messages: list[dict], values: dict[str, Any], rng: random.Rando
             fresh = scramble(value, rng)
             texts = [pattern.sub(fresh, t) for t in texts]
     return [{**m, "content": t} for m, t in zip(messages, texts)]
+
+
+def dialogue_lengths(split, tokenizer) -> list[int]:
+    """Each dialogue's length in tokens, whole (as the chat template renders it), in one batched pass."""
+    texts = [tokenizer.apply_chat_template(m, tokenize=False) for m in split["messages"]]
+    return [len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]] if texts else []
 
 
 def cover_paths(split, n: int, seed: int = 0):
@@ -242,6 +249,24 @@ def cover_paths(split, n: int, seed: int = 0):
     return split.select(sorted(chosen))
 
 
+def made_up_candidates(split) -> list[dict[str, Any]]:
+    """Per dialogue, the scenario values training may make up: those of the variables the agent copies.
+
+    Synthesis records them per dialogue (the ``copied`` column, from
+    :func:`subterra.conformance.copied_variables`): never a value an edge's check reads, a catalogue
+    record or a look-up. A corpus written before that column existed gets no made-up values (and says so):
+    guessing would scramble the very values its branches turn on.
+    """
+    if "scenario" not in split.column_names:
+        return [{} for _ in range(len(split))]
+    if "copied" not in split.column_names or any(names is None for names in split["copied"]):
+        print("this corpus does not say which values the agent copies (it predates the 'copied' column): "
+              "training on it without made-up values; `subterra synthesize` again to write the column")
+        return [{} for _ in range(len(split))]
+    return [{k: v for k, v in json.loads(scenario)["values"].items() if k in names}
+            for scenario, names in zip(split["scenario"], split["copied"])]
+
+
 def build_dataset(split, tokenizer, recipe: Recipe, seed: int = 0, augment: bool = False):
     """One split of the corpus -> training rows, and its real-token count.
 
@@ -252,9 +277,9 @@ def build_dataset(split, tokenizer, recipe: Recipe, seed: int = 0, augment: bool
     from datasets import Dataset
 
     dialogues = list(split["messages"])
-    values = ([json.loads(s)["values"] for s in split["scenario"]] if "scenario" in split.column_names
-              else [{} for _ in dialogues])
-    relex = augment and recipe.relexicalize > 0 and any(values)
+    relex = augment and recipe.relexicalize > 0
+    values = made_up_candidates(split) if relex else []
+    relex = relex and any(values)
     if relex and not recipe.packing:
         fresh = FreshValues(dialogues, values, tokenizer, recipe, seed)
         return fresh, sum(fresh.lengths)

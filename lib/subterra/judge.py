@@ -28,7 +28,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .backends import Backend, Request, Usage
-from .conformance import ANSWER_SCORE, extract_values, invalid_steps, lookups, matcher_for, node_names, spoken
+from .conformance import (ANSWER_SCORE, extract_values, invalid_steps, lookups, matcher_for, node_names, spoken,
+                          stated_facts)
 from .workflow import Workflow
 
 CRITERIA = ("task_success", "information_accuracy", "consistency", "graceful_handling", "naturalness")
@@ -98,6 +99,8 @@ class Score:
     challenged: bool = False
     error: str | None = None
     usage: Usage = field(default_factory=Usage)
+    facts_stated: int | None = None        # product knowledge (the offline judge): catalogue facts stated ...
+    facts_right: int | None = None         # ... and of those, the right record's
 
     @property
     def failure(self) -> bool | None:
@@ -107,6 +110,7 @@ class Score:
         return {"condition": self.condition, "scenario_id": self.scenario_id, "judge": self.judge,
                 **{c: self.scores.get(c) for c in CRITERIA}, "failure": self.failure,
                 "challenged": self.challenged, "error": self.error,
+                "facts_stated": self.facts_stated, "facts_right": self.facts_right,
                 "reasons": json.dumps(self.reasons, ensure_ascii=False)}
 
 
@@ -239,7 +243,19 @@ class OfflineJudge:
         for criterion, rule in rules.items():
             verdict.scores[criterion], verdict.reasons[criterion] = rule(transcript, values, agent)
         verdict.scores = apply_rules(verdict.scores, transcript["challenged"])
+        facts = self.product_knowledge(values, agent)
+        verdict.facts_stated, verdict.facts_right = len(facts), sum(facts)
         return verdict
+
+    def product_knowledge(self, values: dict, agent: list[str]) -> list[bool]:
+        """Each catalogue fact an assistant turn states (an error's meaning, cause, fix, where it is fixed; a
+        feature's menu path: :func:`~subterra.conformance.stated_facts`), once per turn and field: True where it
+        is the fact of the record the scenario is about (the error the customer has), False where it is only
+        another record's. Product knowledge lives in the weights; no conversation holds it."""
+        expected = {table: self.workflow.catalogue[table].index(values[table])
+                    for table in self.workflow.catalogue if values.get(table) in self.workflow.catalogue[table]}
+        return [expected[table] in records for text in agent
+                for (table, _), records in stated_facts(self.workflow, text).items() if table in expected]
 
     def task_success(self, t: dict, values: dict, agent: list[str]) -> tuple[int, str]:
         """5 right ending on a valid path; 4 right ending with one off-graph step; 3 right ending otherwise;
@@ -290,11 +306,15 @@ class OfflineJudge:
                     yield name, stated, expected
 
     def information_accuracy(self, t: dict, values: dict, agent: list[str]) -> tuple[int, str]:
-        """The customer's values the assistant states wrongly (against what the customer said):
-        0 → 5, 1 → 4, 2 → 3, 3-4 → 2, more → 1. Look-ups are Consistency's."""
+        """The customer's values the assistant states wrongly (against what the customer said), and the
+        product facts it gives from another record than the one the customer asked about (another code's
+        fix): 0 → 5, 1 → 4, 2 → 3, 3-4 → 2, more → 1. Look-ups are Consistency's."""
         wrong = sum(spoken(s) != spoken(e) for name, s, e in self._statements(t, values) if name not in self.lookups)
-        score = 5 if wrong == 0 else 4 if wrong == 1 else 3 if wrong == 2 else 2 if wrong <= 4 else 1
-        return score, f"{wrong} stated value(s) differ from what the customer said"
+        facts = self.product_knowledge(values, agent).count(False)
+        score = 5 if wrong + facts == 0 else 4 if wrong + facts == 1 else 3 if wrong + facts == 2 \
+            else 2 if wrong + facts <= 4 else 1
+        return score, (f"{wrong} stated value(s) differ from what the customer said, "
+                       f"{facts} product fact(s) belong to another record")
 
     def consistency(self, t: dict, values: dict, agent: list[str]) -> tuple[int, str]:
         """5 minus one per problem: a look-up value (a flight, a price) stated differently than before,

@@ -28,7 +28,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 from .backends import Backend, Completion, Request, Usage, approx_tokens, get_backend, run_sync
 from .backends.cache import BudgetExceeded, CachedBackend
-from .conformance import lookups, required_values, slot_names, spoken, value_pattern
+from .conformance import copied_variables, lookups, required_values, slot_names, spoken, value_pattern
 from .paths import Path, enumerate_paths
 from .scenarios import Scenario, sample_scenario
 from .store import append_jsonl, read_jsonl, save_dataset
@@ -81,6 +81,7 @@ class Dialogue:
     usage: Usage = field(default_factory=Usage)
     dollars: float = 0.0
     split: str = "train"
+    copied: list[str] | None = None    # the variables the agent copies: what training may make up (None: not said)
 
     def messages(self, system_prompt: str) -> list[dict]:
         return [{"role": "system", "content": system_prompt}] + [
@@ -92,7 +93,7 @@ class Dialogue:
                 "path_id": self.path_id, "nodes": [t.node for t in self.turns],
                 "scenario": self.scenario.to_json(), "backend": self.backend, "model": self.model,
                 "input_tokens": self.usage.input_tokens, "output_tokens": self.usage.output_tokens,
-                "dollars": self.dollars, "split": self.split}
+                "dollars": self.dollars, "split": self.split, "copied": self.copied}
 
     @classmethod
     def from_record(cls, row: dict) -> "Dialogue":
@@ -101,7 +102,7 @@ class Dialogue:
         return cls(id=row["id"], domain=row["domain"], path_id=row["path_id"],
                    scenario=Scenario.from_json(row["scenario"]), turns=turns, backend=row["backend"],
                    model=row["model"], usage=Usage(row["input_tokens"], row["output_tokens"]),
-                   dollars=row["dollars"], split=row["split"])
+                   dollars=row["dollars"], split=row["split"], copied=row.get("copied"))
 
 
 # --------------------------------------------------------------------------- the offline teacher
@@ -483,6 +484,7 @@ async def asynthesize(workflow: Workflow, n: int, out_dir: str | FilePath, backe
     inner = backend if isinstance(backend, Backend) else get_backend(backend)
     cached = inner if isinstance(inner, CachedBackend) else CachedBackend(inner, out_dir / "cache", budget)
     plan = plan_corpus(workflow, n, seed)
+    copied = sorted(copied_variables(workflow))      # what training may make up (subterra.encoding)
     jsonl = out_dir / "dialogues.jsonl"
     done = read_jsonl(jsonl, "id")
     todo = [a for a in plan.assignments if a[0] not in done]
@@ -505,6 +507,7 @@ async def asynthesize(workflow: Workflow, n: int, out_dir: str | FilePath, backe
                 stopped = str(exc)
                 return
             dialogue.split = split
+            dialogue.copied = copied
             append_jsonl(f, dialogue.to_record(workflow.system_prompt))
             done[dialogue_id] = True
             written += 1

@@ -31,7 +31,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path as FilePath
 from typing import Any, Iterable
 
-from .encoding import IGNORE, Collator, FreshValues, build_dataset, corpus_texts, cover_paths, fit_tokenizer
+from .encoding import (IGNORE, Collator, FreshValues, build_dataset, corpus_texts, cover_paths, dialogue_lengths,
+                       fit_tokenizer)
 from .recipes import DEFAULT_RECIPE, SCRATCH, Recipe, RecipeError, load_recipe, parse_overrides
 from .store import write_atomic
 
@@ -158,11 +159,13 @@ class TrainResult:
     epochs: float
     train_tokens: int                 # real tokens in one epoch of the training split
     parameters: int
+    truncated: int = 0                # training dialogues longer than max_length, cut there
     history: list[dict] = field(repr=False, default_factory=list)
 
     def summary(self) -> str:
         return (f"{self.out_dir}: eval loss {self.eval_loss:.4f}, {self.train_seconds:.0f} s, "
-                f"{self.tokens_per_second:,.0f} tokens/s, padding {100 * self.padding_fraction:.1f}%")
+                f"{self.tokens_per_second:,.0f} tokens/s, padding {100 * self.padding_fraction:.1f}%, "
+                f"{self.truncated} training dialogue(s) cut at max_length")
 
 
 def _corpus(corpus):
@@ -271,6 +274,12 @@ def build_trainer(corpus, out_dir: str | FilePath, recipe: "Recipe | str | dict 
     train_split = corpus["train"]
     if recipe.train_dialogues:
         train_split = cover_paths(train_split, recipe.train_dialogues, recipe.seed)
+    lengths = dialogue_lengths(train_split, tokenizer)
+    truncated = sum(n > recipe.max_length for n in lengths)
+    if truncated:
+        print(f"{truncated} of {len(lengths)} training dialogues are longer than max_length {recipe.max_length} "
+              f"(the longest: {max(lengths)} tokens) and are cut there: the end of a cut dialogue, its ending, "
+              f"is never trained on (--set max_length={-(-max(lengths) // 64) * 64} keeps them whole)")
     train_set, train_tokens = build_dataset(train_split, tokenizer, recipe, recipe.seed, augment=True)
     eval_split = corpus["eval"] if "eval" in corpus else corpus["train"]
     if recipe.max_eval_dialogues:
@@ -282,6 +291,7 @@ def build_trainer(corpus, out_dir: str | FilePath, recipe: "Recipe | str | dict 
                                train_dataset=train_set, eval_dataset=eval_set, data_collator=collator,
                                processing_class=tokenizer, callbacks=callbacks)
     trainer.train_tokens = train_tokens      # real tokens in one epoch of the training split
+    trainer.truncated = truncated            # training dialogues cut at max_length
     return trainer, recipe, corpus
 
 
@@ -321,7 +331,8 @@ def train(corpus, out_dir: str | FilePath, recipe: "Recipe | str | dict | None" 
                          train_seconds=seconds, padding_fraction=padding, global_step=state.global_step,
                          tokens_per_second=train_tokens * (state.epoch - epoch0) / max(seconds, 1e-9),
                          epochs=state.epoch, train_tokens=train_tokens,
-                         parameters=sum(p.numel() for p in model.parameters()), history=state.log_history)
+                         parameters=sum(p.numel() for p in model.parameters()), truncated=trainer.truncated,
+                         history=state.log_history)
     write_model_card(result, recipe, corpus)
     write_training_record(result, recipe)
     return result
