@@ -80,3 +80,31 @@ def test_copied_variables_are_what_the_agent_repeats_never_what_a_branch_reads(d
     checked = set().union(*(e.check.names for e in wf.edges if e.check))
     assert not found & checked and not found & set(wf.catalogue) and not found & lookups(wf)
     assert found <= set(wf.variables)
+
+
+@pytest.mark.parametrize("domain", ["travel", "zoom", "insurance"])
+def test_the_readme_lists_each_workflows_copied_variables(domain):
+    from pathlib import Path
+
+    from subterra.conformance import copied_variables
+
+    lines = [line.strip() for line in (Path(__file__).resolve().parents[1] / "README.md").read_text().splitlines()]
+    table = lines[lines.index("| workflow | made up (copied) | kept (checked, catalogue, look-up, never repeated) |"):]
+    row = next(line for line in table if line.startswith(f"| {domain} |"))
+    listed = {name.strip() for name in row.split("|")[2].split(",")}
+    assert listed == set(copied_variables(load_domain(domain)))
+
+
+def test_a_fact_inside_a_right_fact_is_not_another_records_fact():
+    from subterra.conformance import checked_facts, stated_facts
+
+    zoom = load_domain("zoom")
+    errors, features = zoom.catalogue["error"], zoom.catalogue["feature"]
+    update = next(i for i, e in enumerate(errors) if e["code"] == "10004")
+    inside = next(i for i, f in enumerate(features) if f["where"].split("> ", 1)[-1] in errors[update]["where"])
+    other = next(i for i, f in enumerate(features) if i != inside and f["where"] not in errors[update]["where"])
+    text = f"The fix: {errors[update]['fix']}. You'll find it here: {errors[update]['where']}."
+    assert inside in stated_facts(zoom, text)[("feature", "where")]         # heard: the where names a menu path
+    assert checked_facts(zoom, text, {"error": update, "feature": other}) == [True, True]
+    wrong = text + f" And for the other thing: {features[inside]['where']}... no, {errors[0]['fix']}."
+    assert sorted(checked_facts(zoom, wrong, {"error": update, "feature": other})) == [False, True, True]

@@ -189,6 +189,30 @@ def stated_facts(workflow: Workflow, text: str) -> dict[tuple[str, str], set[int
     return out
 
 
+def checked_facts(workflow: Workflow, text: str, expected: Mapping[str, int]) -> list[bool]:
+    """The catalogue facts ``text`` states (:func:`stated_facts`), per table and field: True where it states the
+    fact of the record the scenario is about (``expected``: table -> record index), False where it states
+    another record's (instead or beside it; a value both records share is no other fact). Nor is a fact
+    whose words the right facts in ``text`` already hold (80% of its word pairs): the "where" of Zoom's error
+    10004 names the menu path of the "check for app updates" feature, and two causes that differ by a word
+    or two ("blocking Zoom", "blocking the connection") are heard together."""
+    facts = _facts(workflow)
+    stated = stated_facts(workflow, text)
+    right = set().union(*(facts[key][expected[key[0]]] for key, records in stated.items()
+                          if key[0] in expected and expected[key[0]] in records))
+    out = []
+    for key, records in stated.items():
+        if key[0] not in expected:
+            continue
+        own = facts[key][expected[key[0]]]
+        if expected[key[0]] in records:
+            out.append(True)
+        if any(facts[key][i] != own and len(facts[key][i] & right) < FACT_COVERAGE * len(facts[key][i])
+               for i in records):
+            out.append(False)                 # another record's fact, beside the right one or instead of it
+    return out
+
+
 def scalar_values(values: Mapping[str, Any]) -> list[str]:
     """A scenario's values as strings (records flattened to their fields), 2+ characters, longest first."""
     out = []

@@ -29,7 +29,7 @@ from typing import Any
 
 from .backends import Backend, Request, Usage
 from .conformance import (ANSWER_SCORE, extract_values, invalid_steps, lookups, matcher_for, node_names, spoken,
-                          stated_facts)
+                          checked_facts)
 from .workflow import Workflow
 
 CRITERIA = ("task_success", "information_accuracy", "consistency", "graceful_handling", "naturalness")
@@ -249,13 +249,13 @@ class OfflineJudge:
 
     def product_knowledge(self, values: dict, agent: list[str]) -> list[bool]:
         """Each catalogue fact an assistant turn states (an error's meaning, cause, fix, where it is fixed; a
-        feature's menu path: :func:`~subterra.conformance.stated_facts`), once per turn and field: True where it
-        is the fact of the record the scenario is about (the error the customer has), False where it is only
-        another record's. Product knowledge lives in the weights; no conversation holds it."""
+        feature's menu path), once per turn and field: True where it is the fact of the record the scenario is
+        about (the error the customer has), False where it is only another record's
+        (:func:`~subterra.conformance.checked_facts`). Product knowledge lives in the weights; no conversation
+        holds it."""
         expected = {table: self.workflow.catalogue[table].index(values[table])
                     for table in self.workflow.catalogue if values.get(table) in self.workflow.catalogue[table]}
-        return [expected[table] in records for text in agent
-                for (table, _), records in stated_facts(self.workflow, text).items() if table in expected]
+        return [right for text in agent for right in checked_facts(self.workflow, text, expected)]
 
     def task_success(self, t: dict, values: dict, agent: list[str]) -> tuple[int, str]:
         """5 right ending on a valid path; 4 right ending with one off-graph step; 3 right ending otherwise;
