@@ -189,9 +189,10 @@ def main() -> None:
     corpus = load_corpus(out / "synthesis")
     recipe = load_recipe(args.recipe, **parse_overrides(args.set))
     model = "from scratch" if recipe.scratch else recipe.model_name_or_path
+    budget = (f"{recipe.max_steps} steps" if recipe.max_steps == "auto" or recipe.max_steps > 0
+              else f"{recipe.num_train_epochs} epochs")
     print(f"{wf.name}: {len(corpus['train'])} train / {len(corpus['eval'])} eval dialogues; recipe {args.recipe} "
-          f"({model}, {recipe.max_steps if recipe.max_steps > 0 else recipe.num_train_epochs} "
-          f"{'steps' if recipe.max_steps > 0 else 'epochs'} of {recipe.per_device_train_batch_size}, "
+          f"({model}, {budget} of {recipe.per_device_train_batch_size}, "
           f"lr {recipe.learning_rate:g}{f', top {recipe.train_layers} layers' if recipe.train_layers else ''}); "
           f"device {accelerator()}", flush=True)
     if args.speed:

@@ -377,17 +377,22 @@ def test_a_customer_who_cannot_make_out_the_agent_leaves(toy):
     assert reply.stop and reply.reason == "not_understood"
 
 
-RECORDS = sorted((ROOT / "data/results").glob("*/*.transcripts.jsonl.gz"))
+RECORDS = sorted((ROOT / "data/results").glob("*/**/*.transcripts.jsonl.gz"))     # <domain>/[curve/]<run>
+
+
+def _domain(record):
+    return record.relative_to(ROOT / "data/results").parts[0]
 
 
 def test_the_full_settings_records_are_in_place():
     """The README's full settings pair with these; without them the replay test below would collect nothing."""
-    held = {(r.parent.name, r.name.split(".")[0]) for r in RECORDS}
+    held = {(_domain(r), r.name.split(".")[0]) for r in RECORDS}
     for domain in ("travel", "zoom"):
         assert {(domain, "orchestrated"), (domain, "subterranean")} <= held, domain
 
 
-@pytest.mark.parametrize("record", RECORDS, ids=[f"{r.parent.name}-{r.name.split('.')[0]}" for r in RECORDS])
+@pytest.mark.parametrize("record", RECORDS, ids=[str(r.relative_to(ROOT / "data/results")).split(".")[0]
+                                                 for r in RECORDS])
 def test_a_recorded_run_replays_under_the_current_customer(record):
     # data/results/<domain> holds runs that the full setting pairs with instead of repeating them (travel's
     # orchestrator: 78 minutes): a record is only good while its scenarios are the ones `simulate` draws and the
@@ -397,7 +402,7 @@ def test_a_recorded_run_replays_under_the_current_customer(record):
 
     from subterra.scenarios import Scenario
 
-    workflow = load_domain(record.parent.name)
+    workflow = load_domain(_domain(record))
     with gzip.open(record, "rt", encoding="utf-8") as f:
         rows = [json.loads(line) for line in f]
     drawn = evaluation_scenarios(workflow, 200)

@@ -473,3 +473,108 @@ def test_dialogues_longer_than_max_length_are_counted_and_named(corpus, tmp_path
     out = capsys.readouterr().out
     assert f"{trainer.truncated} of {len(lengths)} training dialogues are longer than max_length {cut}" in out
     assert f"--set max_length={-(-max(lengths) // 64) * 64}" in out
+
+
+# --------------------------------------------------------------------------- how long: max_steps auto, the plateau stop
+
+def test_auto_budget_follows_the_paths_under_a_time_cap():
+    from subterra.training import auto_budget
+
+    steps, reason = auto_budget(10, 200, 4, max_minutes=30, tokens_per_second=240, name="small")
+    assert steps == 300 and "(at least 1,200)" in reason and "capped" not in reason    # 140 wanted: the floor
+    steps, reason = auto_budget(200, 100, 4, max_minutes=60, tokens_per_second=240, name="wide")
+    assert steps == 700 and "2,800 dialogue passes" in reason and "capped" not in reason   # 14 per path
+    steps, reason = auto_budget(2381, 864, 4, max_minutes=30, tokens_per_second=240, name="insurance")
+    assert steps == 125                      # 30 min x 240 tokens/s = 432,000 tokens = 500 passes of 864
+    assert reason.startswith("insurance: 2,381 paths want 33,334 dialogue passes; 30 minutes at 240 tokens/s "
+                             "buys 500") and "capped at 125 steps" in reason and "GPU" in reason
+    steps, reason = auto_budget(2381, 864, 4, max_minutes=30, tokens_per_second=None)     # CUDA: no cap
+    assert steps == 8334 and "no time cap" in reason
+
+
+def test_max_steps_auto_in_a_recipe_and_bad_values_fail_in_one_line(tmp_path):
+    from subterra.recipes import DEFAULT_RECIPE, parse_overrides
+
+    auto = load_recipe("smollm2-135m-auto")
+    assert (auto.max_steps, auto.stop_on_plateau, auto.eval_steps) == ("auto", True, 50)
+    assert load_recipe(DEFAULT_RECIPE).max_steps == 60 and not load_recipe(DEFAULT_RECIPE).stop_on_plateau
+    assert load_recipe(None, **parse_overrides(["max_steps=auto"])).max_steps == "auto"
+    assert load_recipe(None, max_steps=-1).max_steps == -1
+    for i, text in enumerate(("max_steps: soon\n", "max_steps: 0\n", "max_steps: 2.5\n", "plateau_patience: 0\n")):
+        bad = tmp_path / f"bad{i}.yaml"
+        bad.write_text(text)
+        with pytest.raises(RecipeError) as err:
+            load_recipe(bad)
+        field = text.split(":")[0]
+        assert "\n" not in str(err.value) and str(bad) in str(err.value) and f"field '{field}'" in str(err.value)
+
+
+def test_max_steps_auto_sizes_the_run_from_the_training_split(corpus, tmp_path, capsys):
+    trainer, _, _ = build_trainer(corpus, tmp_path, None, max_steps="auto", **{**TINY, "packing": False})
+    paths = len(set(corpus["train"]["path_id"]))
+    assert 14 * paths < 1200 and trainer.args.max_steps == 300          # a toy workflow: the 1,200-pass floor
+    out = capsys.readouterr().out
+    assert out.count("dialogue passes") == 1 and f"toy: {paths} paths want" in out and trainer.budget in out
+
+
+def _driven(accuracies, patience=2, min_delta=0.01):
+    """The plateau callback fed a scripted curve; the evaluation at which it stopped (None: never)."""
+    from transformers import TrainerControl, TrainerState
+
+    from subterra.training import plateau_stop
+
+    curve = iter(accuracies)
+    callback = plateau_stop(lambda model: (next(curve), 0.0), patience, min_delta)
+    state, control = TrainerState(), TrainerControl()
+    for k in range(len(accuracies)):
+        state.global_step = 10 * (k + 1)
+        callback.on_evaluate(None, state, control, model=None)
+        if control.should_training_stop:
+            assert state.log_history[-1] == {"step": state.global_step, "plateau_permitted": accuracies[k],
+                                             "plateau_strict": 0.0, "plateau_stop": True}
+            return k + 1
+    return None
+
+
+def test_the_plateau_stop_ends_a_flat_check_and_spares_an_improving_one():
+    assert _driven([0.5, 0.5, 0.5, 0.5]) == 3                  # two evaluations without a gain after the best
+    assert _driven([0.3, 0.6, 0.605, 0.61, 0.9]) == 4           # gains within min_delta are no gains
+    assert _driven([0.2, 0.4, 0.4, 0.6, 0.6, 0.8]) is None      # one flat evaluation is not a plateau
+    assert _driven([0.8, 0.5, 0.6, 0.81]) == 3                  # below the earlier best counts as flat
+    assert _driven([0.5, 0.5, 0.5], patience=3) is None
+
+
+def test_the_next_step_check_runs_the_live_model_in_eval_mode_and_gives_it_back(tokenizer):
+    from conftest import TOY
+
+    from subterra.training import next_step_check
+
+    model = tiny_model(tokenizer, load_recipe(None, **TINY)).train()
+    seen = []
+    model.register_forward_pre_hook(lambda module, args: seen.append(module.training))
+    permitted, strict = next_step_check(parse_workflow(TOY), tokenizer, dialogues=1)(model)
+    assert 0 <= strict <= permitted <= 1 and seen and not any(seen) and model.training
+
+
+def test_stop_on_plateau_stops_a_run_and_records_the_curve(corpus, tmp_path):
+    from conftest import TOY
+
+    # min_delta 1: no check can improve, so the run stops at the third evaluation of an 81-step budget
+    result = train(corpus, tmp_path, None, workflow=parse_workflow(TOY), max_steps="auto", stop_on_plateau=True,
+                   plateau_dialogues=1, plateau_min_delta=1.0, max_eval_dialogues=4, **{**TINY, "eval_steps": 1})
+    assert result.global_step == 3 and result.plateau_stopped_at == 3
+    record = read_training_record(tmp_path)
+    assert [row["step"] for row in record["plateau"]] == [1, 2, 3] and record["plateau_stopped_at"] == 3
+    assert all(0 <= row["strict"] <= row["permitted"] <= 1 for row in record["plateau"])
+    assert "(at least 1,200)" in record["budget"] and record["recipe"]["max_steps"] == "auto"
+
+
+def test_stop_on_plateau_without_a_workflow_says_so_in_one_line(corpus, tmp_path, capsys):
+    from subterra.training import run_training
+
+    with pytest.raises(RecipeError, match="field 'stop_on_plateau'.*workflow"):
+        build_trainer(corpus, tmp_path, None, stop_on_plateau=True, **TINY)
+    corpus.save_to_disk(str(tmp_path / "corpus"))
+    assert run_training(str(tmp_path), str(tmp_path / "model"), "smollm2-135m-auto") == 1
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "smollm2-135m-auto.yaml: field 'stop_on_plateau'" in err

@@ -245,8 +245,8 @@ def _train(args) -> int:
     overrides = {"model_name_or_path": _model_arg("--base", args.base)} if args.base else {}
     if args.lora_rank:
         overrides["lora_rank"] = args.lora_rank
-    return run_training(data, args.out or f"outputs/{wf.name}/model",
-                        args.recipe, args.set, progress=True, resume=not args.no_resume, **overrides)
+    return run_training(data, args.out or f"outputs/{wf.name}/model", args.recipe, args.set, progress=True,
+                        resume=not args.no_resume, workflow=wf, **overrides)
 
 
 def _frontier(name: str | None, model: str | None, args=None):

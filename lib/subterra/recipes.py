@@ -1,9 +1,10 @@
 """Training recipes: every setting of a compile in one validated dataclass, one YAML file per model.
 
 Recipes live in ``recipes/`` (alignment-handbook style): ``smollm2-135m-cpu`` (the default: the
-pretrained SmolLM2-135M-Instruct on a CPU), ``tiny-cpu`` (a model trained from scratch: the
-lesson of notebook 04), and the paper's GPU recipes. :func:`load_recipe` reads a name, a file,
-a dict or a Recipe; a bad field fails with one line naming the file and the field.
+pretrained SmolLM2-135M-Instruct on a CPU), ``smollm2-135m-auto`` (the same with a step budget
+sized by the workflow and a plateau stop; being validated), ``tiny-cpu`` (a model trained from
+scratch: the lesson of notebook 04), and the paper's GPU recipes. :func:`load_recipe` reads a
+name, a file, a dict or a Recipe; a bad field fails with one line naming the file and the field.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Any, Iterable
 RECIPE_DIR = FilePath(__file__).resolve().parents[2] / "recipes"
 SCRATCH = "scratch"
 DEFAULT_RECIPE = "smollm2-135m-cpu"
+AUTO = "auto"                            # max_steps: auto -- the budget follows the workflow (training.auto_budget)
 GPU_RECIPE = "qwen2.5-0.5b-instruct"     # one modest GPU (16-24 GB): what a hosted notebook with a GPU gets
 
 
@@ -46,7 +48,9 @@ class Recipe:
     intermediate_size: int = 768
     # optimisation
     num_train_epochs: float = 4.0
-    max_steps: int = -1                   # > 0 overrides the epochs
+    max_steps: int | str = -1             # > 0 overrides the epochs; "auto": sized by the corpus (auto_budget)
+    max_minutes: float = 30               # auto: the training time a CPU run may take (no cap on CUDA)
+    cpu_tokens_per_second: float = 240    # auto: the CPU speed assumed for that cap (2-core AMX, SmolLM2-135M)
     learning_rate: float = 1e-3
     lr_scheduler_type: str = "cosine"
     warmup_ratio: float = 0.05
@@ -65,6 +69,11 @@ class Recipe:
     max_eval_dialogues: int = 0           # > 0: the eval loss on this many dialogues of the eval split (CPU budgets)
     save_total_limit: int = 2
     logging_steps: int = 10
+    # stop when a next-step check on held-out gold dialogues stops improving (training.plateau_stop)
+    stop_on_plateau: bool = False
+    plateau_patience: int = 2             # evaluations without an improvement before the stop
+    plateau_min_delta: float = 0.01       # an improvement: permitted-step accuracy up by more than this
+    plateau_dialogues: int = 8            # held-out dialogues checked at each evaluation
     relexicalize: float = 0.5             # share of training dialogues whose customer values are made up
     lora_rank: int = 0                    # > 0: LoRA adapters (peft) instead of full parameters
     train_layers: int = 0                 # > 0: train only the top N decoder layers (the rest frozen)
@@ -82,7 +91,8 @@ _CHOICES = {"lr_scheduler_type": ("cosine", "linear", "constant", "constant_with
             "eval_strategy": ("epoch", "steps"), "bf16": (True, False, "auto")}
 _POSITIVE = {"vocab_size", "num_layers", "hidden_size", "num_heads", "intermediate_size", "num_train_epochs",
              "learning_rate", "per_device_train_batch_size", "gradient_accumulation_steps", "max_length",
-             "eval_steps", "save_total_limit", "logging_steps"}
+             "eval_steps", "save_total_limit", "logging_steps", "max_minutes", "cpu_tokens_per_second",
+             "plateau_patience", "plateau_dialogues"}
 
 
 def _check(recipe: Recipe) -> Recipe:
@@ -101,6 +111,11 @@ def _check(recipe: Recipe) -> Recipe:
             raise fail(name, f"must be positive, got {value!r}")
         if name in _CHOICES and value not in _CHOICES[name]:
             raise fail(name, f"must be one of {', '.join(map(str, _CHOICES[name]))}; got {value!r}")
+    steps = recipe.max_steps
+    if steps != AUTO and (not isinstance(steps, int) or isinstance(steps, bool) or not (steps > 0 or steps == -1)):
+        raise fail("max_steps", f"must be a positive number of steps, -1 (the epochs) or {AUTO}; got {steps!r}")
+    if recipe.plateau_min_delta < 0:
+        raise fail("plateau_min_delta", f"must be 0 or positive, got {recipe.plateau_min_delta!r}")
     if not 0 <= recipe.relexicalize <= 1:
         raise fail("relexicalize", f"must be in [0, 1], got {recipe.relexicalize!r}")
     if not 0 <= recipe.warmup_ratio < 1:
@@ -152,7 +167,8 @@ def load_recipe(source: "str | FilePath | dict | Recipe | None" = None, **overri
             raise RecipeError(f"unknown field (known: {', '.join(sorted(known))})", file=file, field=name)
     if data.get("model_name_or_path") is None:
         data.pop("model_name_or_path", None)
-    for name in ("learning_rate", "warmup_ratio", "weight_decay", "num_train_epochs", "relexicalize"):
+    for name in ("learning_rate", "warmup_ratio", "weight_decay", "num_train_epochs", "relexicalize", "max_minutes",
+                 "cpu_tokens_per_second", "plateau_min_delta"):
         if isinstance(data.get(name), str):         # YAML reads 2e-5 (no dot) as a string
             try:
                 data[name] = float(data[name])

@@ -26,6 +26,7 @@ import dataclasses
 import hashlib
 import json
 import math
+import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path as FilePath
@@ -33,7 +34,7 @@ from typing import Any, Iterable
 
 from .encoding import (IGNORE, Collator, FreshValues, build_dataset, corpus_texts, cover_paths, dialogue_lengths,
                        fit_tokenizer)
-from .recipes import DEFAULT_RECIPE, SCRATCH, Recipe, RecipeError, load_recipe, parse_overrides
+from .recipes import AUTO, DEFAULT_RECIPE, SCRATCH, Recipe, RecipeError, load_recipe, parse_overrides
 from .store import write_atomic
 
 
@@ -145,6 +146,93 @@ def _bf16(recipe: Recipe) -> bool:
     return bool(recipe.bf16)
 
 
+# --------------------------------------------------------------------------- how long: the step budget, the plateau stop
+
+PASSES_PER_PATH = 14      # travel: 86 paths x 14 ~ 1,200 dialogue passes (300 steps of 4) failed 0.5% of conversations
+MIN_PASSES = 1_200        # a 15-node workflow: 300 steps of 4 failed 1 of 40 conversations (60 steps: 28 of 40)
+
+
+def auto_budget(paths: int, mean_tokens: float, batch_size: float, max_minutes: float = 30,
+                tokens_per_second: float | None = 240, name: str = "corpus") -> tuple[int, str]:
+    """The training steps of ``max_steps: auto`` and one line saying why: ``(steps, reason)``.
+
+    A fixed budget does not follow the workflow: 60 steps left a 15-node workflow failing 70% of
+    its simulated conversations (300 steps: 1 of 40), travel failed 38% at 90 steps (300: 0.5%).
+    The rule: about ``PASSES_PER_PATH`` (14) dialogue passes per distinct path of the training
+    split, never fewer than ``MIN_PASSES`` (1,200), and no more than ``max_minutes`` of training
+    buys at ``tokens_per_second`` with dialogues of ``mean_tokens`` (evaluations come on top).
+    ``tokens_per_second=None`` (CUDA) sets no cap. ``batch_size`` is dialogues per optimizer step.
+    """
+    wanted = max(PASSES_PER_PATH * paths, MIN_PASSES)
+    steps = math.ceil(wanted / batch_size)
+    reason = f"{name}: {paths:,} paths want {PASSES_PER_PATH * paths:,} dialogue passes"
+    reason += f" (at least {MIN_PASSES:,})" if wanted > PASSES_PER_PATH * paths else ""
+    if tokens_per_second is None:
+        return steps, f"{reason}: {steps:,} steps of {batch_size:.3g} (no time cap on a GPU)"
+    affordable = int(max_minutes * 60 * tokens_per_second / mean_tokens)
+    if affordable >= wanted:
+        minutes = wanted * mean_tokens / tokens_per_second / 60
+        return steps, f"{reason}: {steps:,} steps of {batch_size:.3g}, about {minutes:.0f} minutes at " \
+                      f"{tokens_per_second:g} tokens/s"
+    steps = max(1, int(affordable // batch_size))
+    return steps, (f"{reason}; {max_minutes:g} minutes at {tokens_per_second:g} tokens/s buys {affordable:,} "
+                   f"({mean_tokens:.0f} tokens each): capped at {steps:,} steps of {batch_size:.3g} -- "
+                   f"more max_minutes or a GPU for the full budget")
+
+
+def _auto_steps(recipe: Recipe, split, lengths: list[int]) -> tuple[int, str]:
+    """:func:`auto_budget` for a training split: its paths, its dialogues' trained tokens, the dialogues a step holds."""
+    mean = sum(min(n, recipe.max_length) for n in lengths) / max(len(lengths), 1)
+    per_step = recipe.per_device_train_batch_size * recipe.gradient_accumulation_steps * int(
+        os.environ.get("WORLD_SIZE", 1))
+    if recipe.packing:           # a step is blocks of max_length tokens: count the dialogues they hold
+        per_step *= max(1.0, recipe.max_length / mean)
+    name = (split[0].get("domain") or "corpus") if len(split) else "corpus"
+    return auto_budget(len(set(split["path_id"])), mean, per_step, recipe.max_minutes,
+                       None if accelerator() == "cuda" else recipe.cpu_tokens_per_second, name)
+
+
+def next_step_check(workflow, tokenizer, dialogues: int = 8, seed: int = 0):
+    """``check(model) -> (permitted, strict)``: next-step accuracy of the live model on held-out gold dialogues.
+
+    Eval loss keeps falling while the procedure has stopped improving (and the other way round);
+    this asks the question the compile is for (:func:`subterra.agent.evaluate_next_steps`): does
+    each generated turn take a step the graph permits? The same dialogues at every evaluation.
+    """
+    from .agent import Agent, evaluate_next_steps
+
+    def check(model) -> tuple[float, float]:
+        was_training = model.training
+        model.eval()
+        try:
+            report = evaluate_next_steps(Agent.from_model(model, tokenizer), workflow, n=dialogues, seed=seed)
+        finally:
+            model.train(was_training)
+        return report.permitted_accuracy, report.turn_accuracy
+
+    return check
+
+
+def plateau_stop(check, patience: int = 2, min_delta: float = 0.01):
+    """A ``TrainerCallback`` that runs ``check`` (:func:`next_step_check`) at each evaluation and stops
+    training once the permitted-step accuracy has not beaten its earlier best by more than ``min_delta``
+    for ``patience`` evaluations in a row. Each check is a row of the log history (``plateau_permitted``,
+    ``plateau_strict``; ``plateau_stop`` on the row that stopped): a resumed run keeps its curve."""
+    from transformers import TrainerCallback
+
+    class PlateauStop(TrainerCallback):
+        def on_evaluate(self, args, state, control, model=None, **kwargs):
+            permitted, strict = check(model)
+            row = {"step": state.global_step, "plateau_permitted": permitted, "plateau_strict": strict}
+            state.log_history.append(row)
+            curve = [r["plateau_permitted"] for r in state.log_history if "plateau_permitted" in r]
+            if len(curve) > patience and max(curve[-patience:]) <= max(curve[:-patience]) + min_delta:
+                row["plateau_stop"] = True
+                control.should_training_stop = True
+
+    return PlateauStop()
+
+
 # --------------------------------------------------------------------------- training
 
 @dataclass
@@ -160,6 +248,9 @@ class TrainResult:
     train_tokens: int                 # real tokens in one epoch of the training split
     parameters: int
     truncated: int = 0                # training dialogues longer than max_length, cut there
+    budget: str | None = None         # max_steps: auto -- the steps chosen and why (auto_budget)
+    plateau: list[dict] = field(default_factory=list)    # stop_on_plateau: {step, permitted, strict} per evaluation
+    plateau_stopped_at: int | None = None                # the step the plateau stop ended training at
     history: list[dict] = field(repr=False, default_factory=list)
 
     def summary(self) -> str:
@@ -206,7 +297,8 @@ def training_arguments(recipe: Recipe, out_dir: FilePath, **extra):
     checkpointing = "activation_checkpointing" if "activation_checkpointing" in known else "gradient_checkpointing"
     extra.setdefault(checkpointing, recipe.gradient_checkpointing)
     return TrainingArguments(
-        output_dir=str(out_dir), num_train_epochs=recipe.num_train_epochs, max_steps=recipe.max_steps,
+        output_dir=str(out_dir), num_train_epochs=recipe.num_train_epochs,
+        max_steps=extra.pop("max_steps", recipe.max_steps),          # auto: resolved by build_trainer
         learning_rate=recipe.learning_rate, lr_scheduler_type=recipe.lr_scheduler_type,
         warmup_steps=recipe.warmup_ratio, weight_decay=recipe.weight_decay,
         per_device_train_batch_size=recipe.per_device_train_batch_size,
@@ -263,9 +355,14 @@ def _trainer_class():
 
 
 def build_trainer(corpus, out_dir: str | FilePath, recipe: "Recipe | str | dict | None" = None,
-                  callbacks: Iterable = (), progress: bool = False, **overrides: Any):
-    """The ``Trainer`` that :func:`train` runs (model, tokenizer, packed data), and the recipe it used."""
+                  callbacks: Iterable = (), progress: bool = False, workflow=None, **overrides: Any):
+    """The ``Trainer`` that :func:`train` runs (model, tokenizer, packed data), and the recipe it used.
+
+    ``workflow`` (a Workflow) is what ``stop_on_plateau`` checks the live model against."""
     recipe = load_recipe(recipe, **overrides)
+    if recipe.stop_on_plateau and workflow is None:
+        raise RecipeError("needs the workflow to check against (subterra train --domain; workflow= in Python)",
+                          file=recipe.source, field="stop_on_plateau")
     out_dir = FilePath(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     corpus = _corpus(corpus)
@@ -280,6 +377,10 @@ def build_trainer(corpus, out_dir: str | FilePath, recipe: "Recipe | str | dict 
         print(f"{truncated} of {len(lengths)} training dialogues are longer than max_length {recipe.max_length} "
               f"(the longest: {max(lengths)} tokens) and are cut there: the end of a cut dialogue, its ending, "
               f"is never trained on (--set max_length={-(-max(lengths) // 64) * 64} keeps them whole)")
+    steps, budget = recipe.max_steps, None
+    if recipe.max_steps == AUTO:
+        steps, budget = _auto_steps(recipe, train_split, lengths)
+        print(budget)
     train_set, train_tokens = build_dataset(train_split, tokenizer, recipe, recipe.seed, augment=True)
     eval_split = corpus["eval"] if "eval" in corpus else corpus["train"]
     if recipe.max_eval_dialogues:
@@ -287,27 +388,32 @@ def build_trainer(corpus, out_dir: str | FilePath, recipe: "Recipe | str | dict 
     eval_set, _ = build_dataset(eval_split, tokenizer, recipe, 1)
     collator = Collator(tokenizer.pad_token_id, recipe.packing, recipe.max_length if recipe.packing else None)
     callbacks = list(callbacks) + ([_epoch_callback(train_set)] if isinstance(train_set, FreshValues) else [])
-    trainer = _trainer_class()(model=model, args=training_arguments(recipe, out_dir, disable_tqdm=not progress),
+    if recipe.stop_on_plateau:
+        check = next_step_check(workflow, tokenizer, recipe.plateau_dialogues, recipe.seed)
+        callbacks.append(plateau_stop(check, recipe.plateau_patience, recipe.plateau_min_delta))
+    args = training_arguments(recipe, out_dir, disable_tqdm=not progress, max_steps=steps)
+    trainer = _trainer_class()(model=model, args=args,
                                train_dataset=train_set, eval_dataset=eval_set, data_collator=collator,
                                processing_class=tokenizer, callbacks=callbacks)
     trainer.train_tokens = train_tokens      # real tokens in one epoch of the training split
     trainer.truncated = truncated            # training dialogues cut at max_length
+    trainer.budget = budget                  # max_steps: auto -- why this many steps
     return trainer, recipe, corpus
 
 
 def train(corpus, out_dir: str | FilePath, recipe: "Recipe | str | dict | None" = None, resume: bool = True,
-          callbacks: Iterable = (), progress: bool = False, **overrides: Any) -> TrainResult:
+          callbacks: Iterable = (), progress: bool = False, workflow=None, **overrides: Any) -> TrainResult:
     """Compile: fine-tune on ``corpus`` (a synthesis folder, a corpus folder or a DatasetDict).
 
     The final (best-by-eval-loss) model and its tokenizer are saved in ``out_dir`` with a
     model card; checkpoints live in ``out_dir/checkpoint-*``. With ``resume`` a killed run
     continues from its last checkpoint, same data order, same schedule. ``progress`` shows the
-    Trainer's progress bar (tqdm.auto: a widget in a notebook).
+    Trainer's progress bar (tqdm.auto: a widget in a notebook). ``workflow``: for ``stop_on_plateau``.
     """
     from transformers.trainer_utils import get_last_checkpoint
 
     out_dir = FilePath(out_dir)
-    trainer, recipe, corpus = build_trainer(corpus, out_dir, recipe, callbacks, progress, **overrides)
+    trainer, recipe, corpus = build_trainer(corpus, out_dir, recipe, callbacks, progress, workflow, **overrides)
     train_tokens = trainer.train_tokens
     padding = padding_fraction(trainer.get_train_dataloader())
     checkpoint = get_last_checkpoint(str(out_dir)) if resume and out_dir.exists() else None
@@ -327,12 +433,16 @@ def train(corpus, out_dir: str | FilePath, recipe: "Recipe | str | dict | None" 
     if not trainer.is_world_process_zero():
         return None
     model = trainer.model
+    checks = [row for row in state.log_history if "plateau_permitted" in row]       # stop_on_plateau
     result = TrainResult(out_dir=out_dir, best_checkpoint=state.best_model_checkpoint, eval_loss=state.best_metric,
                          train_seconds=seconds, padding_fraction=padding, global_step=state.global_step,
                          tokens_per_second=train_tokens * (state.epoch - epoch0) / max(seconds, 1e-9),
                          epochs=state.epoch, train_tokens=train_tokens,
                          parameters=sum(p.numel() for p in model.parameters()), truncated=trainer.truncated,
-                         history=state.log_history)
+                         budget=trainer.budget, history=state.log_history,
+                         plateau=[{"step": r["step"], "permitted": r["plateau_permitted"], "strict": r["plateau_strict"]}
+                                  for r in checks],
+                         plateau_stopped_at=next((r["step"] for r in checks if r.get("plateau_stop")), None))
     write_model_card(result, recipe, corpus)
     write_training_record(result, recipe)
     return result
@@ -445,12 +555,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--recipe", default=DEFAULT_RECIPE, help="recipe name in recipes/ or a YAML file")
     parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE", help="override a field")
     parser.add_argument("--no-resume", action="store_true", help="start over even if checkpoints exist")
+    parser.add_argument("--domain", help="the workflow (domain name or file): what stop_on_plateau checks against")
     args = parser.parse_args(argv)
-    return run_training(args.corpus, args.out, args.recipe, args.set, resume=not args.no_resume)
+    workflow = None
+    if args.domain:
+        from .workflow import load_domain
+
+        workflow = load_domain(args.domain)
+    return run_training(args.corpus, args.out, args.recipe, args.set, resume=not args.no_resume, workflow=workflow)
 
 
 def run_training(corpus, out, recipe: str, settings: Iterable[str] = (), progress: bool = False, resume: bool = True,
-                 **overrides: Any) -> int:
+                 workflow=None, **overrides: Any) -> int:
     """The command lines' training run: ``--set`` settings (then ``overrides``) on the recipe, a one-line
     error instead of a traceback, the summary printed by the main process. Returns the exit status."""
     import sys
@@ -458,7 +574,7 @@ def run_training(corpus, out, recipe: str, settings: Iterable[str] = (), progres
     from .bases import BaseModelError
 
     try:
-        result = train(corpus, out, recipe, resume=resume, progress=progress,
+        result = train(corpus, out, recipe, resume=resume, progress=progress, workflow=workflow,
                        **{**parse_overrides(settings), **overrides})
     except (ValueError, FileNotFoundError, BaseModelError) as exc:     # RecipeError is a ValueError
         print(exc, file=sys.stderr)
