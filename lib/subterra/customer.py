@@ -201,6 +201,9 @@ class OfflineUser:
             if self.plan[k] in targets:
                 self.step = k + 1
                 return self.plan[k]
+        for k in range(self.step - 1, -1, -1):                  # a way the plan does not go: the customer's
+            if self.plan[k] in targets:                         # situation is what it last said (the error is
+                return self.plan[k]                             # still there), never what its path rules out
         allowed = [e.target for e in self.workflow.successors(agent_node)
                    if e.check is None or e.check.evaluate(self.scenario.values)]
         return allowed[0] if allowed else None
