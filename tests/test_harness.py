@@ -357,3 +357,23 @@ def test_a_rambling_reply_does_not_end_the_conversation(travel):
     assert not reply.stop and reply.text.startswith("Sorry, I'm not sure")
     handoff = "Of course. I'm transferring you to one of our travel consultants now. The wait is usually a few minutes."
     assert user.respond([{"role": "assistant", "content": handoff}]).reason == "terminal:escalation"
+
+
+def test_a_customer_led_off_its_plan_keeps_to_its_situation():
+    # found: a compiled Zoom model retried the fix where the customer's path escalated; the customer, with no
+    # plan step after that retry, took the first way the graph allows ("That did it!") and the conversation ended
+    # in a success its path rules out. The error is still there: it says so again.
+    from subterra.workflow import render
+
+    zoom = load_domain("zoom")
+    head = ("greet", "report_problem", "explain_fix", "fix_worked", "confirm_working", "still_failing",
+            "collect_details")
+    scenario, path = scenario_for(zoom, "none", head)
+    user, messages = OfflineUser(zoom, scenario, path), []
+    for node in ("greet", "explain_fix", "confirm_working", "explain_fix"):     # a retry the path never takes
+        messages.append({"role": "assistant", "content": render(zoom.nodes[node].examples[0], scenario.values)})
+        reply = user.respond(messages)
+        messages.append({"role": "user", "content": reply.text})
+        assert not reply.stop
+    said = matcher_for(zoom, "user").match(messages[-1]["content"], scenario.values).node
+    assert said == "still_failing"
