@@ -7,6 +7,8 @@
   conversations for the one-time compile cost;
 - :func:`compile_cost` — the one-time cost of compiling: the teacher's bill and the training hours;
 - :func:`write_results` — ``results.json`` and ``scores.csv`` for machines;
+- :func:`full_setting_table` — Table 1 across the domains, judged now from the recorded full settings
+  (``data/results/<domain>/``);
 - plots with seaborn.
 """
 
