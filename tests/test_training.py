@@ -464,7 +464,7 @@ def test_dialogues_longer_than_max_length_are_counted_and_named(corpus, tmp_path
     from subterra.encoding import dialogue_lengths
 
     trainer, recipe, _ = build_trainer(corpus, tmp_path / "whole", None, **TINY)
-    lengths = dialogue_lengths(corpus["train"], trainer.processing_class)
+    lengths = dialogue_lengths(corpus["train"]["messages"], trainer.processing_class)
     assert trainer.truncated == 0 and max(lengths) <= recipe.max_length
     assert "longer than max_length" not in capsys.readouterr().out
     cut = sorted(lengths)[len(lengths) // 2]                       # half the dialogues are longer than this

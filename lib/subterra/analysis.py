@@ -241,12 +241,14 @@ def recorded_runs(domain: str) -> dict[str, list[dict]]:
     return {name: runs[name] for name in _ordered(runs)}
 
 
-def judge_recorded(domain: str) -> tuple[pd.DataFrame, dict[str, list[dict]]]:
-    """The recorded full setting of ``domain`` judged now by the offline judge: (scores, transcripts)."""
+def judge_recorded(domain: str, runs: dict[str, list[dict]] | None = None
+                   ) -> tuple[pd.DataFrame, dict[str, list[dict]]]:
+    """The recorded full setting of ``domain`` (``runs``: :func:`recorded_runs`, read here when not given) judged
+    now by the offline judge: (scores, transcripts)."""
     from .judge import OfflineJudge, judge_transcripts, scores_frame
     from .workflow import load_domain
 
-    runs = recorded_runs(domain)
+    runs = recorded_runs(domain) if runs is None else runs
     judge = OfflineJudge(load_domain(domain))
     scores = scores_frame(judge_transcripts([t for rows in runs.values() for t in rows], judge, progress=False))
     scores["error"] = scores["error"].where(scores["error"].notna(), None)
@@ -262,9 +264,10 @@ def full_setting_table(domains=("travel", "zoom", "insurance"), reference: str =
     paper = paper_results()
     rows = []
     for domain in domains:
-        if not recorded_runs(domain):
+        runs = recorded_runs(domain)
+        if not runs:
             continue
-        scores, _ = judge_recorded(domain)
+        scores, _ = judge_recorded(domain, runs)
         table = score_table(scores)
         compared = comparison_table(scores, reference, n_resamples) if len(table) > 1 else None
         for condition in table.index:

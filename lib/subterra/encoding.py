@@ -222,9 +222,9 @@ def relexicalize(messages: list[dict], values: dict[str, Any], rng: random.Rando
     return [{**m, "content": t} for m, t in zip(messages, texts)]
 
 
-def dialogue_lengths(split, tokenizer) -> list[int]:
+def dialogue_lengths(dialogues: list[list[dict]], tokenizer) -> list[int]:
     """Each dialogue's length in tokens, whole (as the chat template renders it), in one batched pass."""
-    texts = [tokenizer.apply_chat_template(m, tokenize=False) for m in split["messages"]]
+    texts = [tokenizer.apply_chat_template(m, tokenize=False) for m in dialogues]
     return [len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]] if texts else []
 
 
@@ -267,12 +267,14 @@ def made_up_candidates(split) -> list[dict[str, Any]]:
             for scenario, names in zip(split["scenario"], split["copied"])]
 
 
-def build_dataset(split, tokenizer, recipe: Recipe, seed: int = 0, augment: bool = False):
+def build_dataset(split, tokenizer, recipe: Recipe, seed: int = 0, augment: bool = False,
+                  lengths: list[int] | None = None):
     """One split of the corpus -> training rows, and its real-token count.
 
     With ``augment`` (the training split) a ``recipe.relexicalize`` share of dialogues get made-up
     customer values: fresh ones every epoch when dialogues are batched by length
-    (:class:`FreshValues`), one draw when they are packed into fixed blocks.
+    (:class:`FreshValues`), one draw when they are packed into fixed blocks. ``lengths``: the
+    dialogues' whole lengths (:func:`dialogue_lengths`) where the caller has them already.
     """
     from datasets import Dataset
 
@@ -281,7 +283,7 @@ def build_dataset(split, tokenizer, recipe: Recipe, seed: int = 0, augment: bool
     values = made_up_candidates(split) if relex else []
     relex = relex and any(values)
     if relex and not recipe.packing:
-        fresh = FreshValues(dialogues, values, tokenizer, recipe, seed)
+        fresh = FreshValues(dialogues, values, tokenizer, recipe, seed, lengths)
         return fresh, sum(fresh.lengths)
     if relex:
         rng = random.Random(f"relex:{seed}")
@@ -301,10 +303,12 @@ class FreshValues:
     is the same on every run (seeded by both), so a resumed run sees the data it would have.
     """
 
-    def __init__(self, dialogues: list[list[dict]], values: list[dict], tokenizer, recipe: Recipe, seed: int = 0):
+    def __init__(self, dialogues: list[list[dict]], values: list[dict], tokenizer, recipe: Recipe, seed: int = 0,
+                 lengths: list[int] | None = None):
         self.dialogues, self.values, self.tokenizer, self.recipe, self.seed = dialogues, values, tokenizer, recipe, seed
         self.epoch = 0
-        self.lengths = [len(encode_dialogue(tokenizer, m, recipe.max_length)[0]) for m in dialogues]
+        whole = lengths if lengths is not None else dialogue_lengths(dialogues, tokenizer)
+        self.lengths = [min(n, recipe.max_length) for n in whole]
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch

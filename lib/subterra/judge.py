@@ -25,6 +25,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from .backends import Backend, Request, Usage
@@ -237,13 +238,14 @@ class OfflineJudge:
             return verdict
         values = json.loads(transcript["scenario"])["values"]
         agent = [m["content"] for m in transcript["messages"] if m["role"] == "assistant"]
-        rules = {"task_success": self.task_success, "information_accuracy": self.information_accuracy,
+        facts = self.product_knowledge(values, agent)
+        rules = {"task_success": self.task_success,
+                 "information_accuracy": partial(self.information_accuracy, facts=facts),
                  "consistency": self.consistency, "graceful_handling": self.graceful_handling,
                  "naturalness": self.naturalness}
         for criterion, rule in rules.items():
             verdict.scores[criterion], verdict.reasons[criterion] = rule(transcript, values, agent)
         verdict.scores = apply_rules(verdict.scores, transcript["challenged"])
-        facts = self.product_knowledge(values, agent)
         verdict.facts_stated, verdict.facts_right = len(facts), sum(facts)
         return verdict
 
@@ -305,16 +307,18 @@ class OfflineJudge:
                 if expected is not None:
                     yield name, stated, expected
 
-    def information_accuracy(self, t: dict, values: dict, agent: list[str]) -> tuple[int, str]:
+    def information_accuracy(self, t: dict, values: dict, agent: list[str],
+                             facts: list[bool] | None = None) -> tuple[int, str]:
         """The customer's values the assistant states wrongly (against what the customer said), and the
         product facts it gives from another record than the one the customer asked about (another code's
-        fix): 0 → 5, 1 → 4, 2 → 3, 3-4 → 2, more → 1. Look-ups are Consistency's."""
+        fix; ``facts``: :meth:`product_knowledge`, computed here when not given): 0 → 5, 1 → 4, 2 → 3,
+        3-4 → 2, more → 1. Look-ups are Consistency's."""
         wrong = sum(spoken(s) != spoken(e) for name, s, e in self._statements(t, values) if name not in self.lookups)
-        facts = self.product_knowledge(values, agent).count(False)
-        score = 5 if wrong + facts == 0 else 4 if wrong + facts == 1 else 3 if wrong + facts == 2 \
-            else 2 if wrong + facts <= 4 else 1
+        others = (self.product_knowledge(values, agent) if facts is None else facts).count(False)
+        errors = wrong + others
+        score = 5 if errors == 0 else 4 if errors == 1 else 3 if errors == 2 else 2 if errors <= 4 else 1
         return score, (f"{wrong} stated value(s) differ from what the customer said, "
-                       f"{facts} product fact(s) belong to another record")
+                       f"{others} product fact(s) belong to another record")
 
     def consistency(self, t: dict, values: dict, agent: list[str]) -> tuple[int, str]:
         """5 minus one per problem: a look-up value (a flight, a price) stated differently than before,

@@ -371,7 +371,7 @@ def build_trainer(corpus, out_dir: str | FilePath, recipe: "Recipe | str | dict 
     train_split = corpus["train"]
     if recipe.train_dialogues:
         train_split = cover_paths(train_split, recipe.train_dialogues, recipe.seed)
-    lengths = dialogue_lengths(train_split, tokenizer)
+    lengths = dialogue_lengths(train_split["messages"], tokenizer)
     truncated = sum(n > recipe.max_length for n in lengths)
     if truncated:
         print(f"{truncated} of {len(lengths)} training dialogues are longer than max_length {recipe.max_length} "
@@ -381,7 +381,7 @@ def build_trainer(corpus, out_dir: str | FilePath, recipe: "Recipe | str | dict 
     if recipe.max_steps == AUTO:
         steps, budget = _auto_steps(recipe, train_split, lengths)
         print(budget)
-    train_set, train_tokens = build_dataset(train_split, tokenizer, recipe, recipe.seed, augment=True)
+    train_set, train_tokens = build_dataset(train_split, tokenizer, recipe, recipe.seed, augment=True, lengths=lengths)
     eval_split = corpus["eval"] if "eval" in corpus else corpus["train"]
     if recipe.max_eval_dialogues:
         eval_split = eval_split.select(range(min(recipe.max_eval_dialogues, len(eval_split))))
