@@ -551,6 +551,7 @@ def test_travel_as_a_langgraph_graph_has_the_paths_of_the_yaml_original():
     original = load_domain("travel")
     ours, theirs = path_stats(workflow), path_stats(original)
     assert len(enumerate_paths(workflow)) == len(enumerate_paths(original)) == 86
+    assert imported.shape.walks == 86 and len(imported.shape.routers) == 3 and imported.losses == []
     assert (ours.nodes, ours.decision_hubs, ours.min_turns, ours.max_turns) == (14, 3, 4, 17)
     assert ours.terminals == theirs.terminals and ours.turns == theirs.turns
     assert workflow.decision_hubs == ["offer_flights", "booking_summary", "take_payment"]
@@ -613,11 +614,13 @@ def test_command_line_imports_a_factory_and_writes_a_valid_file(tmp_path, capsys
     out = tmp_path / "desk.yaml"
     assert main(["import-langgraph", f"{source}:build", "--out", str(out)]) == 0
     printed = capsys.readouterr().out
-    assert printed.startswith(f"{out}: 3 nodes, 0 decision hubs, 1 path, nothing left TODO")
+    assert printed.startswith(f"{out}: 3 nodes, 0 decision hubs, 1 path, nothing left TODO\n  graph: {source}:build\n")
+    assert "  shape: the graph's 0 routers, 1 way to END, 1 walk: all kept" in printed
     workflow = load_workflow(out)
     assert workflow.name == "desk" and workflow.system_prompt == "You are the order help desk."
     assert workflow.title == "Order help desk"
     assert main(["import-langgraph", str(source), "--out", str(out)]) == 0    # the one graph in the file
+    assert f"  graph: {source}:graph (the one graph in the file)" in capsys.readouterr().out
 
 
 BROKEN = {

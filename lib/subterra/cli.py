@@ -344,9 +344,15 @@ def _import_langgraph(args) -> int:
     elif args.teacher:
         teacher = get_backend(args.teacher, args.model, **({"base_url": args.base_url} if args.base_url else {}))
     name = args.name or (FilePath(args.out).stem if args.out else None)
-    imported = import_langgraph(spec, name, teacher=teacher)
+    imported = import_langgraph(spec, name, teacher=teacher, allow_lossy=args.allow_lossy)
     out = imported.write(args.out or workflow_file(imported.name))
     print(f"{out}: {imported.summary()}")
+    found = imported.found
+    print(f"  graph: {found.spec}" + (f" ({found.how})" if found.how != "named" else ""))
+    print(f"  shape: the graph's {imported.shape.summary()}: " +
+          ("lost in part, written as --allow-lossy asks" if imported.losses else "all kept"))
+    for loss in imported.losses:
+        print(f"  lost: {loss}")
     for note in imported.notes:
         print(f"  inferred: {note}")
     if imported.todos:
@@ -489,9 +495,12 @@ def build_parser() -> argparse.ArgumentParser:
                             description="Import a LangGraph StateGraph, compiled graph or graph factory as a workflow "
                                         "file. Loading FILE.py RUNS it (as an import): use only code you trust. "
                                         "Guesses are marked '# REVIEW' in the file; what the code does not say is "
-                                        "left TODO (the loader names each TODO line) unless --teacher writes it.")
-    p.add_argument("file", metavar="FILE.py[:NAME]", help="the Python file, and the graph or factory in it (needed "
-                                                          "when the file holds more than one graph)")
+                                        "left TODO (the loader names each TODO line) unless --teacher writes it. "
+                                        "The graph's routers, ways to END and walks are checked against the "
+                                        "workflow's decision hubs, endings and paths.")
+    p.add_argument("file", metavar="FILE.py[:NAME]", help="the Python file, and the graph or factory in it (without "
+                                                          ":NAME: the file's one graph, else its one function of no "
+                                                          "arguments that builds one)")
     p.add_argument("--out", help="workflow file to write (default data/workflows/NAME.yaml)")
     p.add_argument("--name", help="the workflow's name (default: the --out file's name, else the .py file's)")
     p.add_argument("--teacher", choices=["anthropic", "openai", "local"],
@@ -500,6 +509,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", help=f"the teacher's model ({DEFAULTS_HELP}; local: the served name)")
     p.add_argument("--base-url", help="OpenAI-compatible server for --teacher local/openai (default "
                                       "OPENAI_BASE_URL, else http://localhost:8000/v1 for local)")
+    p.add_argument("--allow-lossy", action="store_true",
+                   help="write the workflow even where it lacks a router's branch, a way to END or a walk of the "
+                        "graph (default: refuse, naming what would be lost)")
     p.set_defaults(run=_import_langgraph)
 
     p = commands.add_parser("tutorial", help="run the notebooks headless, in order (what `make demo` does)")
