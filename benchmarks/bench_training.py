@@ -84,7 +84,8 @@ class Curve:
         self.callback = Callback()
 
     def measure(self, step, model, tokenizer) -> None:
-        from subterra.agent import Agent, evaluate_next_steps
+        from subterra.agent import Agent
+        from subterra.next_step import evaluate_next_steps
 
         start = time.perf_counter()
         report = evaluate_next_steps(Agent.from_model(model, tokenizer), self.workflow, n=self.n)
@@ -160,7 +161,7 @@ def main() -> None:
     import transformers
 
     from subterra import load_domain
-    from subterra.agent import evaluate_next_steps
+    from subterra.next_step import evaluate_next_steps
     from subterra.recipes import DEFAULT_RECIPE, load_recipe, parse_overrides
     from subterra.synthesis import DEFAULT_SIZES, load_corpus, synthesize
     from subterra.training import accelerator, train

@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from subterra import load_domain, render
-from subterra.agent import (Agent, NoRepeatInReply, check_values, evaluate_next_steps, gold_dialogues,
-                            template_fills)
+from subterra.agent import Agent, NoRepeatInReply
+from subterra.next_step import check_values, evaluate_next_steps, gold_dialogues, template_fills
 
 VALUES = {"name": "Gulnara", "surname": "Halvorsen", "airline": "Icelandair", "flight_number": "1939",
           "origin": "Doha", "destination": "Hobart", "travel_date": "May 11", "departure_time": "4:45 pm",
@@ -86,7 +86,7 @@ class ScriptedAgent(Agent):
 
 
 def test_a_perfect_agent_scores_full_marks_even_with_other_templates(travel, monkeypatch):
-    monkeypatch.setattr("subterra.agent.copy_token_accuracy", lambda *a, **k: (1.0, 1))
+    monkeypatch.setattr("subterra.next_step.copy_token_accuracy", lambda *a, **k: (1.0, 1))
     report = evaluate_next_steps(ScriptedAgent(travel, 12), travel, n=12)
     assert report.copy_turns > 10 and report.value_turns > 10
     assert report.copy_carrying == 1.0 and report.value_precision == 1.0 and report.value_recall == 1.0
@@ -94,7 +94,7 @@ def test_a_perfect_agent_scores_full_marks_even_with_other_templates(travel, mon
 
 
 def test_an_agent_that_swaps_values_loses_precision(travel, monkeypatch):
-    monkeypatch.setattr("subterra.agent.copy_token_accuracy", lambda *a, **k: (1.0, 1))
+    monkeypatch.setattr("subterra.next_step.copy_token_accuracy", lambda *a, **k: (1.0, 1))
     report = evaluate_next_steps(ScriptedAgent(travel, 12, swap=True), travel, n=12)
     assert report.value_precision < 0.9 and report.copy_carrying < 0.9
     assert any("wrong values" in f and f["wrong values"] for f in report.failures)

@@ -27,6 +27,7 @@ except ImportError:                # pragma: no cover - older SDKs use httpx
     import httpx as http
 
 from subterra import backends
+from subterra.backends import retirement
 from subterra.backends import (DEFAULT_MODELS, PRICES, THINKING_ROOM, UNKNOWN_PRICE, BackendError, ModelNotFound,
                                ModelRetirementWarning, Price, Request, Usage, get_backend, price_of,
                                retirement_notice)
@@ -48,7 +49,7 @@ def clean_env(monkeypatch):
     for name in ("ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN", "ANTHROPIC_BASE_URL", "ANTHROPIC_CUSTOM_HEADERS",
                  "ANTHROPIC_PROFILE", "OPENAI_API_KEY", "OPENAI_BASE_URL", "OPENAI_ADMIN_KEY"):
         monkeypatch.delenv(name, raising=False)
-    monkeypatch.setattr(backends, "_warned", set())      # each test sees the once-per-model warnings afresh
+    monkeypatch.setattr(retirement, "_warned", set())    # each test sees the once-per-model warnings afresh
     # the SDK's table of deprecated models as anthropic <= 2.14 shipped it: 2.15 dropped claude-sonnet-4-5 once it
     # was retired (2026-11-30); these tests are about reading that table, not about what it lists today
     import anthropic.resources.messages.messages as sdk

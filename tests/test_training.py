@@ -213,6 +213,30 @@ def test_resume_after_kill_continues_the_step_count(corpus, tmp_path):
     assert state["global_step"] == 6
 
 
+def test_a_stop_signal_saves_a_checkpoint_between_checkpoints_and_the_run_resumes_from_it(corpus, tmp_path):
+    import os
+    import signal
+
+    from transformers import TrainerCallback
+
+    from subterra.training import TrainingStopped
+
+    class Term(TrainerCallback):
+        def on_step_begin(self, args, state, control, **kwargs):
+            if state.global_step == 2:               # during step 3; the last checkpoint is step 2's (eval_steps 2)
+                os.kill(os.getpid(), signal.SIGTERM)
+
+    handler = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(TrainingStopped) as stopped:
+        train(corpus, tmp_path, None, max_steps=8, callbacks=[Term()], **TINY)
+    assert stopped.value.step == 3 and (tmp_path / "checkpoint-3").exists()     # step 3 finished, then saved
+    assert not (tmp_path / "model.safetensors").exists()       # no final model from a stopped run
+    assert signal.getsignal(signal.SIGTERM) is handler         # the handler it found is back
+    result = train(corpus, tmp_path, None, max_steps=8, **TINY)
+    assert result.global_step == 8
+    assert [row["step"] for row in result.history if "loss" in row] == list(range(1, 9))
+
+
 def test_lora_path_runs_a_step(corpus, tmp_path):
     result = train(corpus, tmp_path, None, max_steps=1, lora_rank=4, **{**TINY, "eval_steps": 1})
     assert result.global_step == 1 and (tmp_path / "adapter").exists()
@@ -224,7 +248,7 @@ def test_lora_path_runs_a_step(corpus, tmp_path):
 def test_evaluate_next_steps_reports_fractions(trained):
     from conftest import TOY
 
-    from subterra.agent import evaluate_next_steps, nearest_node
+    from subterra.next_step import evaluate_next_steps, nearest_node
 
     wf = parse_workflow(TOY)
     values = {"city": "Braga", "budget": 900, "price": 300, "desk": {"name": "Front desk", "hours": "9-17"}}
@@ -255,7 +279,7 @@ class Scripted(torch.nn.Module):
 def test_copy_token_accuracy_counts_only_repeated_values(trained):
     from transformers import AutoTokenizer
 
-    from subterra.agent import copy_token_accuracy
+    from subterra.next_step import copy_token_accuracy
 
     tok = AutoTokenizer.from_pretrained(trained.out_dir)
     values = {"city": "Braga", "price": 300}
@@ -578,3 +602,19 @@ def test_stop_on_plateau_without_a_workflow_says_so_in_one_line(corpus, tmp_path
     assert run_training(str(tmp_path), str(tmp_path / "model"), "smollm2-135m-auto") == 1
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and "smollm2-135m-auto.yaml: field 'stop_on_plateau'" in err
+
+
+def test_reloading_a_tied_model_warns_of_no_missing_output_projection(corpus, tmp_path, monkeypatch):
+    """The best checkpoint reloaded at the end lacks ``lm_head.weight`` by design (tied to the embedding, saved
+    once); a key that is really missing still warns."""
+    import transformers.trainer
+    from torch.nn.modules.module import _IncompatibleKeys
+
+    trainer, _, _ = build_trainer(corpus, tmp_path, None, max_steps=1, **TINY)
+    assert trainer.model.get_output_embeddings().weight is trainer.model.get_input_embeddings().weight
+    warned = []
+    monkeypatch.setattr(transformers.trainer.logger, "warning", warned.append)
+    trainer._issue_warnings_after_load(_IncompatibleKeys(["lm_head.weight"], []))
+    assert warned == []
+    trainer._issue_warnings_after_load(_IncompatibleKeys(["lm_head.weight", "model.norm.weight"], []))
+    assert len(warned) == 1 and "model.norm.weight" in warned[0] and "lm_head" not in warned[0]

@@ -18,8 +18,8 @@ import time
 from typing import TypedDict
 
 from .backends import Backend, Request, Usage
+from .conditions import AgentTurn, Condition
 from .scenarios import Scenario
-from .simulation import AgentTurn, Condition
 from .workflow import Workflow
 
 ROUTER = """You route a customer-service conversation through a procedure. Read the conversation and \

@@ -6,7 +6,9 @@ A *back edge* is an edge ``u -> v`` whose target ``v`` dominates its source ``u`
 (every walk from the start to ``u`` passes through ``v``): it closes a loop, such as
 "the customer changes the dates, search again". Removing the back edges leaves an
 acyclic graph; a workflow where it does not (a loop that can be entered in the middle)
-is rejected as irreducible.
+is rejected as irreducible. Loading a workflow already checks this, so :func:`back_edges`
+and :class:`IrreducibleLoop` live with the format (:mod:`subterra.workflow`); they are
+imported here too, as the vocabulary of paths.
 
 A **path** is a walk from the start node to a terminal node that follows edges and
 takes **each back edge at most once**. So a loop body can be run a second time, once,
@@ -25,16 +27,7 @@ from typing import Iterator
 
 import networkx as nx
 
-from .workflow import Workflow
-
-
-class IrreducibleLoop(ValueError):
-    """A cycle that can be entered other than through its head."""
-
-    def __init__(self, node: str):
-        self.node = node
-        super().__init__(f"loop through '{node}' can be entered in the middle; every loop needs a single "
-                         "entry node that the back edge returns to")
+from .workflow import IrreducibleLoop, Workflow, back_edges  # noqa: F401 - the loop rules, for readers of paths
 
 
 @dataclass(frozen=True)
@@ -69,34 +62,6 @@ def to_networkx(workflow: Workflow) -> nx.DiGraph:
                        check=edge.check.source if edge.check else None,
                        back=(edge.source, edge.target) in loops)
     return graph
-
-
-def back_edges(workflow: Workflow) -> set[tuple[str, str]]:
-    """The loop-closing edges (target dominates source); raises :class:`IrreducibleLoop`."""
-    graph = nx.DiGraph()
-    graph.add_nodes_from(workflow.nodes)
-    graph.add_edges_from((e.source, e.target) for e in workflow.edges)
-    reachable = nx.descendants(graph, workflow.start) | {workflow.start}
-    graph = graph.subgraph(reachable).copy()
-    idom = nx.immediate_dominators(graph, workflow.start)
-
-    def dominates(a: str, b: str) -> bool:
-        while True:
-            if a == b:
-                return True
-            parent = idom.get(b, b)  # networkx >= 3.5 leaves the start out of the map
-            if parent == b:
-                return False
-            b = parent
-
-    loops = {(u, v) for u, v in graph.edges if dominates(v, u)}
-    forward = graph.copy()
-    forward.remove_edges_from(loops)
-    try:
-        cycle = nx.find_cycle(forward)
-    except nx.NetworkXNoCycle:
-        return loops
-    raise IrreducibleLoop(cycle[0][0])
 
 
 def iter_paths(workflow: Workflow) -> Iterator[Path]:

@@ -18,6 +18,8 @@ SCRATCH = "scratch"
 DEFAULT_RECIPE = "smollm2-135m-cpu"
 AUTO = "auto"                            # max_steps: auto -- the budget follows the workflow (training.auto_budget)
 GPU_RECIPE = "qwen2.5-0.5b-instruct"     # one modest GPU (16-24 GB): what a hosted notebook with a GPU gets
+SCRATCH_SHAPE = ("vocab_size", "num_layers", "hidden_size", "num_heads", "intermediate_size")   # the tiny model's
+PLATEAU = ("plateau_patience", "plateau_min_delta", "plateau_dialogues")                     # stop_on_plateau's
 
 
 # --------------------------------------------------------------------------- recipes
@@ -84,7 +86,29 @@ class Recipe:
         return self.model_name_or_path in (SCRATCH, "", None)
 
     def as_dict(self) -> dict:
+        """Every field (what a run records, and what resuming compares)."""
         return {k: v for k, v in asdict(self).items() if k != "source"}
+
+    def applicable(self) -> dict:
+        """The fields that take effect in this recipe, for people to read (its repr, the model card).
+
+        Left out: the from-scratch shape for a pretrained base; the epoch count under a step budget
+        (and ``max_steps`` when the epochs rule); the auto budget's speed and time cap unless
+        ``max_steps: auto``; the plateau stop's settings when it is off; ``eval_steps`` when
+        evaluating per epoch.
+        """
+        unused = set() if self.scratch else set(SCRATCH_SHAPE)
+        unused.add("max_steps" if self.max_steps == -1 else "num_train_epochs")
+        if self.max_steps != AUTO:
+            unused |= {"max_minutes", "cpu_tokens_per_second"}
+        if not self.stop_on_plateau:
+            unused |= set(PLATEAU)
+        if self.eval_strategy != "steps":
+            unused.add("eval_steps")
+        return {k: v for k, v in self.as_dict().items() if k not in unused}
+
+    def __repr__(self) -> str:
+        return f"Recipe({', '.join(f'{k}={v!r}' for k, v in self.applicable().items())})"
 
 
 _CHOICES = {"lr_scheduler_type": ("cosine", "linear", "constant", "constant_with_warmup", "cosine_with_restarts"),
@@ -177,15 +201,24 @@ def load_recipe(source: "str | FilePath | dict | Recipe | None" = None, **overri
     return _check(Recipe(**data, source=file))
 
 
+def accelerator() -> str:
+    """The device a compile trains on and a model runs on: cuda, mps or cpu."""
+    import torch
+
+    if torch.cuda.is_available():
+        return "cuda"
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return "mps"
+    return "cpu"
+
+
 def choose_recipe(requested: str | None = None, cuda: bool | None = None) -> str:
     """The recipe a notebook uses: ``requested`` when given (``SUBTERRA_RECIPE``), else the GPU recipe
-    where CUDA is available, else the CPU default. ``cuda=None`` asks torch."""
+    where CUDA is available, else the CPU default. ``cuda=None`` asks :func:`accelerator`."""
     if requested:
         return requested
     if cuda is None:
-        import torch
-
-        cuda = torch.cuda.is_available()
+        cuda = accelerator() == "cuda"
     return GPU_RECIPE if cuda else DEFAULT_RECIPE
 
 

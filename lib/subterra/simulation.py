@@ -1,41 +1,35 @@
 """Simulation: a simulated customer talks to each condition over the same evaluation scenarios.
 
 The customer (:class:`OfflineUser`, or :class:`LLMUser` on a real backend) sees only its
-scenario and persona, never the flowchart's state. Each *condition* is a small class whose
-:meth:`~Condition.respond` writes the next agent turn:
-
-- :class:`Subterranean` — the compiled model with the one-line system prompt, nothing else;
-- :class:`Orchestrated` — a graph controller that tracks the current node, routes at decision
-  hubs and injects the node's prompt every turn, speaking through the same small model (or,
-  offline, through the workflow's own examples);
-- :class:`InContext` — a frontier model with the whole workflow serialised in its system prompt;
-- ``langgraph`` — a frontier model in a LangGraph ``StateGraph`` (see :mod:`subterra.langgraph_agent`).
+scenario and persona, never the flowchart's state. Each *condition*
+(:mod:`subterra.conditions`: the compiled model, the orchestrated graph, the oracle, the
+frontier model in context or in LangGraph) writes the next agent turn.
 
 :func:`simulate` runs every scenario against every condition, resumably, and stores the
 transcripts — turns, per-turn latency, tokens, dollars, stop reason and a conformance
-trace — one ``datasets`` corpus per condition.
+trace — one ``datasets`` corpus per condition. :func:`build_conditions` picks the
+conditions by name.
 """
 
 from __future__ import annotations
 
 import random
-import re
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path as FilePath
-from typing import Any, Iterable
+from typing import Iterable
 
-from .agent import count_tokens
-from .backends import PRICES, Backend, ModelNotFound, Request, Usage, approx_tokens
-from .conformance import conformance, extract_values, lookups, read_reply, slot_names
-from .customer import LEAVING, STOP, LLMUser, OfflineUser, UserTurn
-from .paths import Path, back_edges, enumerate_paths
+from .backends import Backend, ModelNotFound
+from .conditions import AgentTurn, Condition, InContext, Oracle, Orchestrated, Subterranean, serialise_workflow
+from .conformance import conformance, extract_values
+from .customer import STOP, LLMUser, OfflineUser
+from .paths import Path, enumerate_paths
 from .scenarios import Scenario, sample_scenario
 from .store import append_jsonl, read_jsonl, save_dataset
-from .workflow import SLOT, SLOT_NAME, Workflow
+from .workflow import Workflow
 
-# The customer (OfflineUser, LLMUser, STOP) lives in .customer and what a listener hears in .conformance;
-# both are imported here too, as the simulation's vocabulary.
+# The conditions live in .conditions, the customer (OfflineUser, LLMUser, STOP) in .customer and what a
+# listener hears in .conformance; they are imported here too, as the simulation's vocabulary.
 N_SCENARIOS = 200          # per domain and condition, as in the paper
 
 
@@ -50,304 +44,6 @@ def evaluation_scenarios(workflow: Workflow, n: int = N_SCENARIOS, seed: int = 0
     chosen = [paths[order[i % len(paths)]] for i in range(n)]
     return [sample_scenario(workflow, path, f"evaluation-{seed}", f"{workflow.name}-eval-{i:03d}", held_out=True)
             for i, path in enumerate(chosen)]
-
-
-# --------------------------------------------------------------------------- conditions
-
-@dataclass
-class AgentTurn:
-    text: str
-    prompt_tokens: int
-    completion_tokens: int
-    seconds: float
-    dollars: float
-    node: str | None = None      # the node an orchestrator put this turn at (None: no controller)
-
-
-class Condition:
-    """A system under test: the next agent turn from the conversation so far.
-
-    Conditions that speak through a small model split a turn in two, so that the batched
-    simulator can answer many conversations with one ``generate``: :meth:`prompt` gives the chat
-    the ``speaker`` (anything with ``reply_batch(chats) -> texts``, e.g. an
-    :class:`~subterra.agent.Agent`) must answer, or None when this turn needs no model, and
-    :meth:`turn` makes the :class:`AgentTurn` from its answer. :meth:`respond` is both, for one
-    conversation; the batched simulator calls it for conditions with no ``speaker``. Others (a
-    remote API, LangGraph) override :meth:`respond` only.
-    """
-
-    name = "condition"
-    label = ""                 # who speaks, for tables ("base smollm2-135m-instruct under the controller")
-    needs_frontier = False
-    speaker = None
-
-    def prompt(self, messages: list[dict]) -> list[dict] | None:
-        raise NotImplementedError
-
-    def turn(self, messages: list[dict], chat: list[dict] | None, text: str | None, seconds: float) -> AgentTurn:
-        raise NotImplementedError
-
-    def respond(self, messages: list[dict]) -> AgentTurn:
-        start = time.perf_counter()
-        chat = self.prompt(messages)
-        text = self.speaker.reply_batch([chat])[0] if chat is not None else None
-        return self.turn(messages, chat, text, time.perf_counter() - start)
-
-    def reset(self, scenario: Scenario) -> None:
-        """Called before each conversation (controllers forget their state)."""
-
-    @property
-    def batched(self) -> bool:
-        """Whether :meth:`prompt` and :meth:`turn` are implemented (else only :meth:`respond`)."""
-        return type(self).prompt is not Condition.prompt
-
-
-def self_hosted_dollars(prompt_tokens: int, completion_tokens: int) -> float:
-    """A self-hosted small model priced per GPU-hour as in the paper (A100 at $2.50/h)."""
-    price = PRICES["self-hosted"]
-    return (prompt_tokens * price.input + completion_tokens * price.output) / 1e6
-
-
-class Subterranean(Condition):
-    """The compiled model: the one-line system prompt and the conversation, no graph at run time."""
-
-    name = "subterranean"
-
-    def __init__(self, agent, workflow: Workflow):
-        self.agent, self.workflow = agent, workflow
-        self.speaker = agent
-
-    def prompt(self, messages: list[dict]) -> list[dict]:
-        return [{"role": "system", "content": self.workflow.system_prompt}] + messages
-
-    def turn(self, messages, chat, text, seconds) -> AgentTurn:
-        prompt, completion = count_tokens(self.agent.tokenizer, chat, text)
-        return AgentTurn(text, prompt, completion, seconds, self_hosted_dollars(prompt, completion))
-
-
-class Orchestrated(Condition):
-    """A graph controller around a speaker: tracks the node, routes at hubs, injects the node prompt.
-
-    Routing reads only the conversation. The customer's reply is classified among the replies the
-    graph expects after the current step (:func:`~subterra.conformance.read_reply`); when it gives
-    none of them — an off-topic question, a half answer, a correction — the controller stays and
-    asks again, as a router should. Where several steps can follow, the edge whose ``check`` holds
-    for what the customer said is taken, and a loop's back edge is taken at most once (the
-    workflow's own rule for paths). Values only the business knows (:func:`~subterra.conformance.lookups`:
-    the flight a search finds, the policy on file) come from the scenario, as from the business's
-    systems. A customer who is leaving gets a polite close.
-
-    The speaker is a small model (``agent``) given the node's prompt in its system prompt, or —
-    with no model — the workflow's own example sentences for the node (the *script*).
-    """
-
-    name = "orchestrated"
-
-    def __init__(self, workflow: Workflow, agent=None, seed: int = 0):
-        self.workflow, self.agent, self.seed = workflow, agent, seed
-        self.speaker = agent
-        self.lookups = lookups(workflow)
-        self.loops = back_edges(workflow)
-        self.node: str | None = None
-
-    def reset(self, scenario: Scenario) -> None:
-        self.node, self.scenario_id, self.scenario = None, scenario.id, scenario
-        self.taken: set[tuple[str, str]] = set()
-        self.again = False            # asking the current step again
-        self.leaving = False          # the customer is leaving mid-procedure
-        self.used: set[str] = set()   # the script's sentences said so far
-
-    def known(self, messages: list[dict]) -> dict[str, Any]:
-        """What the controller may use: values the customer said (later mentions win) and look-ups."""
-        said = extract_values(self.workflow, "\n".join(m["content"] for m in messages if m["role"] == "user"))
-        said = {k: v for k, v in said.items() if k not in self.lookups}
-        return {**said, **{k: v for k, v in self.scenario.values.items() if k in self.lookups}}
-
-    def route(self, messages: list[dict], known: dict[str, Any]) -> str:
-        """The agent step for this turn, from the customer's last reply and what is ``known`` (:meth:`known`)."""
-        wf = self.workflow
-        self.again = self.leaving = False
-        if self.node is None and wf.nodes[wf.start].role == "agent":
-            return wf.start
-        reply = messages[-1]["content"] if messages and messages[-1]["role"] == "user" else ""
-        expected = [wf.start] if self.node is None else \
-            [e.target for e in wf.successors(self.node) if wf.nodes[e.target].role == "user"]
-        if not expected:                           # two agent steps in a row
-            return self.choose(self.node, known)
-        reading = read_reply(wf, reply, expected, known)
-        if self.node is not None and ((reading.answered and wf.nodes[reading.node].terminal) or
-                                      (not reading.answered and LEAVING.search(reply))):
-            self.leaving = True                    # the customer is ending the conversation
-            return self.node
-        if not reading.answered and self.node is not None:
-            self.again = True
-            return self.node
-        return self.choose(reading.node, known)
-
-    def choose(self, source: str, known: dict[str, Any]) -> str:
-        """The next agent step after ``source``: a check that holds, else a loop not yet taken, else the first."""
-        wf = self.workflow
-        options = [e for e in wf.successors(source) if wf.nodes[e.target].role == "agent"] or wf.successors(source)
-        if not options:
-            return self.node or wf.start
-        chosen = next((e for e in options if e.check is not None and e.check.names <= set(known)
-                       and _safe(e.check, known)), None)
-        if chosen is None:
-            open_ = [e for e in options if e.check is None and (e.source, e.target) not in self.taken]
-            chosen = (open_ or [e for e in options if e.check is None] or options)[0]
-        self.taken.add((chosen.source, chosen.target))
-        return chosen.target
-
-    def prompt(self, messages: list[dict]) -> list[dict] | None:
-        self.heard = self.known(messages)               # once per turn: the script and the prompt reuse it
-        self.node = self.route(messages, self.heard)
-        if self.agent is None:
-            return None                           # the script speaks: no model call
-        return [{"role": "system", "content": self.system_prompt(self.heard)}] + messages
-
-    def turn(self, messages, chat, text, seconds) -> AgentTurn:
-        start = time.perf_counter()
-        if chat is None:
-            text = self.script(messages, self.heard)
-            node = self.workflow.nodes[self.node]
-            words = len(self.workflow.system_prompt.split()) + len(node.prompt.split()) + sum(
-                len(m["content"].split()) for m in messages)
-            prompt, completion = approx_tokens(words), approx_tokens(len(text.split()))
-        else:
-            prompt, completion = count_tokens(self.agent.tokenizer, chat, text)
-        return AgentTurn(text, prompt, completion, seconds + time.perf_counter() - start,
-                         self_hosted_dollars(prompt, completion), node=self.node)
-
-    def system_prompt(self, known: dict[str, Any]) -> str:
-        """The small model's instructions for this turn: the one-line prompt and the current step."""
-        if self.leaving:
-            step = "The customer is leaving. Close the conversation politely in one sentence."
-        else:
-            step = _render_known(self.workflow.nodes[self.node].prompt, known)
-            if self.again:
-                step += " The customer has not answered this yet: reply briefly to what they said, then ask again."
-        return f"{self.workflow.system_prompt}\nCurrent step: {step}"
-
-    def script(self, messages: list[dict], known: dict[str, Any]) -> str:
-        """The workflow's own sentence for the step, filled from what is known (the offline speaker)."""
-        rng = random.Random(f"orchestrated:{self.seed}:{self.scenario_id}:{len(messages)}")
-        if self.leaving:
-            return rng.choice(CLOSINGS)
-        node = self.workflow.nodes[self.node]
-        fillable = [e for e in node.examples if slot_names(e) <= set(known)] or list(node.examples)
-        fresh = [e for e in fillable if e not in self.used] or fillable      # a step said again reads anew
-        template = rng.choice(fresh)
-        self.used.add(template)
-        text = _render_known(template, known)
-        if self.again:
-            text = rng.choice(ASK_AGAIN) + text
-        return text
-
-
-ASK_AGAIN = ("No problem. ", "Sure, happy to help with that. ", "Of course. ", "Thanks. ")
-CLOSINGS = ("I understand. Nothing has been changed, and you're welcome back any time. Goodbye!",
-            "No problem at all. If you'd like to pick this up later, just start a new chat. Take care!")
-
-
-class Oracle(Orchestrated):
-    """The harness's calibration: always a right next step, with the values the customer actually gave.
-
-    It is the script controller plus what only the business can know: where the graph leaves the
-    choice to the business (the bank declines the card, there is another fix worth trying) it takes
-    the step the scenario's path took. Whatever it loses is the harness's error, not an agent's.
-    """
-
-    name = "oracle"
-
-    def __init__(self, workflow: Workflow, seed: int = 0):
-        super().__init__(workflow, None, seed)
-        self.paths = {p.id: p for p in enumerate_paths(workflow)}
-
-    def reset(self, scenario: Scenario) -> None:
-        super().reset(scenario)
-        self.plan, self.at = list(self.paths[scenario.path_id].nodes), 0
-
-    def choose(self, source: str, known: dict[str, Any]) -> str:
-        targets = {e.target for e in self.workflow.successors(source)}
-        for k in range(self.at, len(self.plan) - 1):
-            if self.plan[k] == source and self.plan[k + 1] in targets:
-                self.at = k + 1
-                self.taken.add((source, self.plan[k + 1]))
-                return self.plan[k + 1]
-        return super().choose(source, known)
-
-
-def _safe(check, values) -> bool:
-    try:
-        return check.evaluate(values)
-    except (KeyError, TypeError):
-        return False
-
-
-def _render_known(template: str, values: dict[str, Any]) -> str:
-    """Fill the slots whose values are known; describe the others ("the destination")."""
-    def fill(match):
-        name, attr = SLOT_NAME.match(match.group(1)).groups()
-        if name in values:
-            value = values[name]
-            return str(value[attr] if attr and isinstance(value, dict) else value)
-        return f"the {(attr or name).replace('_', ' ')}"
-    return SLOT.sub(fill, template)
-
-
-def serialise_workflow(workflow: Workflow) -> str:
-    """The whole flowchart as text, for the in-context condition's system prompt."""
-    lines = [workflow.system_prompt, "", f"Follow this procedure ({workflow.title}). Steps:"]
-    for node in workflow.nodes.values():
-        who = "You" if node.role == "agent" else "The customer"
-        end = f" [conversation ends: {node.terminal}]" if node.terminal else ""
-        lines.append(f"- {node.id} ({who}): {node.prompt}{end}")
-        for edge in workflow.successors(node.id):
-            lines.append(f"    -> {edge.target}" + (f" if {edge.when}" if edge.when else ""))
-    for table, records in workflow.catalogue.items():
-        lines.append(f"\nReference: {table}")
-        lines += ["- " + "; ".join(f"{k}: {v}" for k, v in r.items()) for r in records]
-    lines.append(f"\nStart at {workflow.start}. Speak only as the assistant; never mention step names.")
-    return "\n".join(lines)
-
-
-class InContext(Condition):
-    """A frontier model with the whole workflow serialised into its system prompt (the quality ceiling).
-
-    On a :class:`~subterra.backends.local.LocalBackend` (no key: a small model standing in for the
-    frontier model) its turns are batched like the small-model conditions and priced at the
-    backend's ``priced_as`` list prices.
-    """
-
-    name = "in_context"
-    needs_frontier = True
-    max_tokens = 400
-    opening = [{"role": "user", "content": "(The customer has just connected. Greet them.)"}]
-
-    def __init__(self, workflow: Workflow, backend: Backend):
-        self.workflow, self.backend = workflow, backend
-        self.system = serialise_workflow(workflow)
-        self.speaker = getattr(backend, "agent", None) if hasattr(backend, "complete_batch") else None
-
-    def prompt(self, messages: list[dict]) -> list[dict] | None:
-        if self.speaker is None:
-            return None
-        return [{"role": "system", "content": self.system}] + (messages or self.opening)
-
-    def respond(self, messages: list[dict]) -> AgentTurn:
-        if self.speaker is not None:
-            return super().respond(messages)
-        start = time.perf_counter()
-        completion = self.backend.complete(Request(system=self.system, messages=messages or self.opening,
-                                                   max_tokens=self.max_tokens, temperature=0.0, tag="in_context"))
-        u = completion.usage
-        return AgentTurn(completion.text.strip(), u.input_tokens + u.cache_read_tokens + u.cache_write_tokens,
-                         u.output_tokens, time.perf_counter() - start, completion.dollars)
-
-    def turn(self, messages, chat, text, seconds) -> AgentTurn:
-        prompt, completion = count_tokens(self.speaker.tokenizer, chat, text)
-        dollars = Usage(input_tokens=prompt, output_tokens=completion).dollars(self.backend.priced_as)
-        return AgentTurn(text, prompt, completion, seconds, dollars)
 
 
 # --------------------------------------------------------------------------- running conversations

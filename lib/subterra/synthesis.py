@@ -118,8 +118,8 @@ def offline_turn(workflow: Workflow, node_id: str, scenario: Scenario, rng: rand
     ``examples`` narrows the choice of template (default: all of the node's), ``values`` fills it
     (default: the scenario's). An agent turn starts with its step, never with a filler word: a small
     model takes its decision at its first words, and an opener drawn at random ("Certainly.") puts a
-    coin toss before the decision, which then follows the opener instead of the conversation (README,
-    "Synthesis"). Customers keep their persona's openers.
+    coin toss before the decision, which then follows the opener instead of the conversation (docs/synthesis.md).
+    Customers keep their persona's openers.
     """
     node = workflow.nodes[node_id]
     text = render(rng.choice(list(examples or node.examples)), scenario.values if values is None else values)

@@ -22,6 +22,7 @@ picked by the Trainer (CUDA, Apple MPS, CPU). :func:`main` is the command line
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -34,7 +35,7 @@ from typing import Any, Iterable
 
 from .encoding import (IGNORE, Collator, FreshValues, build_dataset, corpus_texts, cover_paths, dialogue_lengths,
                        fit_tokenizer)
-from .recipes import AUTO, DEFAULT_RECIPE, SCRATCH, Recipe, RecipeError, load_recipe, parse_overrides
+from .recipes import AUTO, DEFAULT_RECIPE, SCRATCH, Recipe, RecipeError, accelerator, load_recipe, parse_overrides
 from .store import write_atomic
 
 
@@ -123,17 +124,6 @@ def cpu_has_bf16() -> bool:
     return any(getattr(torch.cpu, name, lambda: False)() for name in probes)
 
 
-def accelerator() -> str:
-    """The device the Trainer will use: cuda, mps or cpu."""
-    import torch
-
-    if torch.cuda.is_available():
-        return "cuda"
-    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-        return "mps"
-    return "cpu"
-
-
 def _bf16(recipe: Recipe) -> bool:
     """bf16: as the recipe says; ``auto`` where it is fast (a GPU that has it, a CPU with native bf16)."""
     import torch
@@ -196,10 +186,11 @@ def next_step_check(workflow, tokenizer, dialogues: int = 8, seed: int = 0):
     """``check(model) -> (permitted, strict)``: next-step accuracy of the live model on held-out gold dialogues.
 
     Eval loss keeps falling while the procedure has stopped improving (and the other way round);
-    this asks the question the compile is for (:func:`subterra.agent.evaluate_next_steps`): does
+    this asks the question the compile is for (:func:`subterra.next_step.evaluate_next_steps`): does
     each generated turn take a step the graph permits? The same dialogues at every evaluation.
     """
-    from .agent import Agent, evaluate_next_steps
+    from .agent import Agent
+    from .next_step import evaluate_next_steps
 
     def check(model) -> tuple[float, float]:
         was_training = model.training
@@ -231,6 +222,58 @@ def plateau_stop(check, patience: int = 2, min_delta: float = 0.01):
                 control.should_training_stop = True
 
     return PlateauStop()
+
+
+class TrainingStopped(Exception):
+    """Training was asked to stop (SIGTERM, or Ctrl-C once) and saved a checkpoint to resume from."""
+
+    def __init__(self, checkpoint: str, step: int):
+        super().__init__(f"stopped at step {step}; checkpoint {checkpoint} saved: "
+                         "the same command continues from it")
+        self.checkpoint, self.step = checkpoint, step
+
+
+@contextlib.contextmanager
+def stop_on_signal(trainer):
+    """While training, SIGTERM or a first Ctrl-C (SIGINT) finishes the current step, saves a checkpoint and
+    raises :class:`TrainingStopped`; a second Ctrl-C stops at once. Outside the main thread (where Python
+    cannot take signals) training runs as it would without this."""
+    import signal
+    import threading
+
+    from transformers import TrainerCallback
+
+    asked = threading.Event()
+
+    class SaveAndStop(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            if asked.is_set():
+                control.should_save = True
+
+        def on_save(self, args, state, control, **kwargs):
+            if asked.is_set():
+                raise TrainingStopped(str(FilePath(args.output_dir) / f"checkpoint-{state.global_step}"),
+                                      state.global_step)
+
+    def ask(signum, frame):
+        if asked.is_set() and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        asked.set()
+        print(f"\n{signal.Signals(signum).name}: stopping after this step with a checkpoint "
+              f"(Ctrl-C again stops at once, losing the steps since the last checkpoint)", flush=True)
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    callback = SaveAndStop()
+    trainer.add_callback(callback)
+    previous = {sig: signal.signal(sig, ask) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        trainer.remove_callback(callback)
 
 
 # --------------------------------------------------------------------------- training
@@ -351,6 +394,15 @@ def _trainer_class():
                 loss = loss * self.accelerator.num_processes
             return (loss, {"loss": loss}) if return_outputs else loss
 
+        def _issue_warnings_after_load(self, load_result):
+            """A tied output projection is saved once, as the input embedding, so reloading a checkpoint (the best
+            one at the end) misses ``lm_head.weight`` by design: no warning for what tying already holds."""
+            embedding = self.model.get_input_embeddings()
+            tied = {name for name, p in self.model.named_parameters(remove_duplicate=False)
+                    if embedding is not None and p is embedding.weight}
+            missing = [key for key in load_result.missing_keys if key not in tied]
+            super()._issue_warnings_after_load(load_result._replace(missing_keys=missing))
+
     return CompileTrainer
 
 
@@ -413,6 +465,10 @@ def train(corpus, out_dir: str | FilePath, recipe: "Recipe | str | dict | None" 
     from transformers.trainer_utils import get_last_checkpoint
 
     out_dir = FilePath(out_dir)
+    if accelerator() == "cpu":
+        from .agent import keep_freed_memory
+
+        keep_freed_memory()              # no mmap/munmap per large tensor: a fifth of a CPU step in the kernel
     trainer, recipe, corpus = build_trainer(corpus, out_dir, recipe, callbacks, progress, workflow, **overrides)
     train_tokens = trainer.train_tokens
     padding = padding_fraction(trainer.get_train_dataloader())
@@ -423,7 +479,8 @@ def train(corpus, out_dir: str | FilePath, recipe: "Recipe | str | dict | None" 
     write_atomic(out_dir / RECIPE_RECORD, json.dumps(recipe.as_dict(), indent=1, sort_keys=True, default=str))
     epoch0 = json.loads((FilePath(checkpoint) / "trainer_state.json").read_text())["epoch"] if checkpoint else 0.0
     start = time.perf_counter()
-    trainer.train(resume_from_checkpoint=checkpoint)
+    with stop_on_signal(trainer):
+        trainer.train(resume_from_checkpoint=checkpoint)
     seconds = time.perf_counter() - start
     state = trainer.state
     if recipe.lora_rank:        # deploy merged weights (loads with AutoModelForCausalLM); keep the adapter too
@@ -496,9 +553,17 @@ def read_training_record(model_dir: str | FilePath) -> dict | None:
 
 
 def write_model_card(result: TrainResult, recipe: Recipe, corpus) -> FilePath:
-    """``README.md`` next to the weights: what it was trained on, how, and how well."""
+    """``README.md`` next to the weights: what it was trained on, how, and how well.
+
+    Paths are named relative to the model folder (the card travels with it), and the recipe table
+    holds the fields that applied to this run (:meth:`Recipe.applicable`)."""
     from .workflow import workflow_file
 
+    def here(path: str | None) -> str | None:       # a path as seen from the model folder
+        return path and os.path.relpath(FilePath(path).resolve(), result.out_dir.resolve())
+
+    base = recipe.model_name_or_path                 # a local folder, or a name (a named base, a hub id)
+    base = here(base) if FilePath(base).exists() else base
     domain = corpus["train"][0].get("domain", "unknown") if len(corpus["train"]) else "unknown"
     wf_hash = "n/a"
     try:
@@ -506,7 +571,7 @@ def write_model_card(result: TrainResult, recipe: Recipe, corpus) -> FilePath:
     except OSError:
         pass
     system_prompt = corpus["train"][0]["messages"][0]["content"] if len(corpus["train"]) else ""
-    rows = "\n".join(f"| {k} | {v} |" for k, v in recipe.as_dict().items())
+    rows = "\n".join(f"| {k} | {base if k == 'model_name_or_path' else v} |" for k, v in recipe.applicable().items())
     card = f"""---
 library_name: transformers
 tags: [subterra, compiled-workflow, {domain}]
@@ -521,10 +586,10 @@ Deploy it with this system prompt and nothing else: "{system_prompt}"
 | workflow file hash | `{wf_hash}` |
 | corpus hash | `{corpus_hash(corpus)}` |
 | dialogues (train / eval) | {len(corpus['train'])} / {len(corpus['eval']) if 'eval' in corpus else 0} |
-| base | {recipe.model_name_or_path} |
+| base | {base} |
 | parameters | {result.parameters:,} |
 | eval loss (best checkpoint) | {result.eval_loss:.4f} |
-| best checkpoint | {result.best_checkpoint} |
+| best checkpoint | {here(result.best_checkpoint)} |
 | steps / epochs | {result.global_step} / {result.epochs:.2f} |
 | training time | {result.train_seconds:.0f} s, {result.tokens_per_second:,.0f} tokens/s |
 | padding | {100 * result.padding_fraction:.1f}% |
@@ -579,6 +644,9 @@ def run_training(corpus, out, recipe: str, settings: Iterable[str] = (), progres
     except (ValueError, FileNotFoundError, BaseModelError) as exc:     # RecipeError is a ValueError
         print(exc, file=sys.stderr)
         return 1
+    except TrainingStopped as exc:
+        print(exc, file=sys.stderr)
+        return 130
     if result is not None:      # None: a process other than the main one under accelerate
         print(result.summary())
     return 0

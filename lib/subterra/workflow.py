@@ -1,7 +1,7 @@
 """The workflow format: load, validate and hold one conversational procedure.
 
 A workflow is a flowchart F = (N, E, n0, T) written as one YAML file per domain
-(see ``data/workflows/`` and the README's "Workflow format" section). Loading
+(see ``data/workflows/`` and docs/workflow-format.md). Loading
 either returns a complete, validated :class:`Workflow` or raises
 :class:`WorkflowError`, whose message is one line naming the file, the line,
 the node and the field. Nothing is ever partially loaded.
@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path as FilePath
 from typing import Any, Mapping, Sequence
 
+import networkx as nx
 import yaml
 
 ROLES = ("agent", "user")
@@ -219,6 +220,45 @@ class Workflow:
         for table, records in self.catalogue.items():
             names.update(f"{table}.{key}" for key in records[0])
         return names
+
+
+# --------------------------------------------------------------------------- loops
+
+class IrreducibleLoop(ValueError):
+    """A cycle that can be entered other than through its head."""
+
+    def __init__(self, node: str):
+        self.node = node
+        super().__init__(f"loop through '{node}' can be entered in the middle; every loop needs a single "
+                         "entry node that the back edge returns to")
+
+
+def back_edges(workflow: Workflow) -> set[tuple[str, str]]:
+    """The loop-closing edges (target dominates source); raises :class:`IrreducibleLoop`."""
+    graph = nx.DiGraph()
+    graph.add_nodes_from(workflow.nodes)
+    graph.add_edges_from((e.source, e.target) for e in workflow.edges)
+    reachable = nx.descendants(graph, workflow.start) | {workflow.start}
+    graph = graph.subgraph(reachable).copy()
+    idom = nx.immediate_dominators(graph, workflow.start)
+
+    def dominates(a: str, b: str) -> bool:
+        while True:
+            if a == b:
+                return True
+            parent = idom.get(b, b)  # networkx >= 3.5 leaves the start out of the map
+            if parent == b:
+                return False
+            b = parent
+
+    loops = {(u, v) for u, v in graph.edges if dominates(v, u)}
+    forward = graph.copy()
+    forward.remove_edges_from(loops)
+    try:
+        cycle = nx.find_cycle(forward)
+    except nx.NetworkXNoCycle:
+        return loops
+    raise IrreducibleLoop(cycle[0][0])
 
 
 # --------------------------------------------------------------------------- loading
@@ -589,8 +629,6 @@ class _Validator:
             if node_id not in can_finish:
                 self.fail("no terminal can be reached from this node (a cycle with no exit?)",
                           ("nodes", index[node_id]), node=node_id)
-        from .paths import back_edges, IrreducibleLoop  # the path notion owns the loop rules
-
         try:
             back_edges(wf)
         except IrreducibleLoop as exc:

@@ -19,7 +19,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from ..store import write_atomic
-from . import Backend, Completion, Request, Usage, approx_tokens
+from .base import Backend, Completion, Request, Usage, approx_tokens
 
 
 class BudgetExceeded(RuntimeError):

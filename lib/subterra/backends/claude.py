@@ -45,10 +45,10 @@ total *including* thinking; ``usage.output_tokens_details.thinking_tokens`` (whe
 kept as :attr:`Usage.thinking_tokens <subterra.backends.Usage>`, a part of the output, not
 added to it.
 
-A model that the installed SDK lists as deprecated (its own ``DEPRECATED_MODELS`` table) gets
-one :class:`~subterra.backends.ModelRetirementWarning`, with the end-of-life date, when a
-backend is built for it; a model the API no longer knows ends the run with a one-line
-:class:`~subterra.backends.ModelNotFound`.
+A model that the installed SDK lists as deprecated (its own ``DEPRECATED_MODELS`` table, read in
+:mod:`subterra.backends.retirement`) gets one :class:`~subterra.backends.ModelRetirementWarning`,
+with the end-of-life date, when a backend is built for it; a model the API no longer knows ends
+the run with a one-line :class:`~subterra.backends.ModelNotFound`.
 
 The key comes from ``api_key=`` or ``ANTHROPIC_API_KEY`` and nothing else: the SDK's other
 sources (profiles, workload identity) are not consulted.
@@ -64,25 +64,13 @@ from typing import Any, Iterable
 
 import anthropic
 
-from . import (DEFAULT_MODELS, EFFORTS, THINKING, THINKING_ROOM, BackendError, Completion, Request, Usage,
-               model_not_found, warn_if_retiring)
+from .base import DEFAULT_MODELS, EFFORTS, THINKING, THINKING_ROOM, BackendError, Completion, Request, Usage
+from .retirement import model_not_found, warn_if_retiring
 from .retry import RemoteBackend, names_missing_model, redact
 
 SAMPLING_REMOVED = "2026-10-21"      # the first API version that rejects temperature / top_p / top_k
 MAX_BATCH = 100_000                  # the API's limit on requests per batch
 _VERSION = re.compile(r"^claude-(?:[a-z]+-)?(\d+)(?:-(\d{1,2}))?(?=-|@|$)")
-
-
-def sdk_end_of_life(model: str) -> str | None:
-    """The end of life the installed SDK gives for ``model`` in its own table of deprecated models."""
-    try:
-        from anthropic.resources.messages.messages import DEPRECATED_MODELS
-    except ImportError:              # pragma: no cover - an SDK that moved or dropped the table
-        try:
-            from anthropic._data import DEPRECATED_MODELS
-        except ImportError:
-            return None
-    return DEPRECATED_MODELS.get(model)
 
 
 def claude_version(model: str) -> tuple[int, int] | None:

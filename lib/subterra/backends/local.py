@@ -21,7 +21,7 @@ import asyncio
 import contextlib
 import threading
 
-from . import DEFAULT_MODELS, Backend, Completion, Request, Usage
+from .base import DEFAULT_MODELS, Backend, Completion, Request, Usage
 
 
 class LocalBackend(Backend):

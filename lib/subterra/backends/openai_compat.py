@@ -24,50 +24,24 @@ tokens are part of ``completion_tokens`` (billed as output) and are reported as
 ``thinking_tokens``.
 
 A model that the installed SDK's own notes give a shutdown date for (the deprecation notes of
-``openai.types.shared.ChatModel``) gets one :class:`~subterra.backends.ModelRetirementWarning`.
+``openai.types.shared.ChatModel``, read in :mod:`subterra.backends.retirement`) gets one
+:class:`~subterra.backends.ModelRetirementWarning`.
 """
 
 from __future__ import annotations
 
-import functools
 import os
 import re
-from pathlib import Path
 from typing import Any
 
 import openai
 
-from . import (DEFAULT_MODELS, EFFORTS, THINKING, THINKING_ROOM, BackendError, Completion, Request, Usage,
-               warn_if_retiring)
+from .base import DEFAULT_MODELS, EFFORTS, THINKING, THINKING_ROOM, BackendError, Completion, Request, Usage
+from .retirement import warn_if_retiring
 from .retry import RemoteBackend
 
 NO_KEY = "not-needed"        # what a local server is sent as its key
 _GPT = re.compile(r"^gpt-(\d+)(?:\.(\d+))?")
-
-
-@functools.lru_cache(maxsize=1)
-def _shutdown_dates() -> dict[str, str]:
-    """model -> announced shutdown date, read from the installed SDK's notes on deprecated chat models."""
-    try:
-        from openai.types.shared import chat_model
-
-        text = Path(chat_model.__file__).read_text(encoding="utf-8")
-    except (ImportError, OSError):         # pragma: no cover - an SDK without the module
-        return {}
-    notes = text.partition("Deprecated values:")[2].partition('"""')[0]
-    dates: dict[str, str] = {}
-    for bullet in re.split(r"\n\s*- ", notes):
-        flat = " ".join(bullet.split())
-        match = re.search(r"shutdown date:\s*(\d{4}-\d{2}-\d{2})", flat)
-        if match:
-            for name in re.findall(r'"([^"]+)"', flat[:match.start()]):
-                dates[name] = match.group(1)
-    return dates
-
-
-def sdk_end_of_life(model: str) -> str | None:
-    """The shutdown date the installed SDK announces for ``model``, or None."""
-    return _shutdown_dates().get(model)
 
 
 def reasoning_model(model: str) -> bool:

@@ -28,7 +28,8 @@ import re
 from dataclasses import dataclass
 from typing import Any, Awaitable, Callable, TypeVar
 
-from . import Backend, BackendError, Completion, Request, model_not_found
+from .base import Backend, BackendError, Completion, Request
+from .retirement import model_not_found
 
 T = TypeVar("T")
 
