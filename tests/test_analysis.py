@@ -138,7 +138,7 @@ def full_setting():
 
 @pytest.mark.parametrize("domain", ["travel", "zoom"])
 def test_the_compiled_model_beats_its_orchestrated_base_on_the_recorded_full_setting(full_setting, domain):
-    """Table 1's central comparison, judged now from data/results/<domain>: what the README reports."""
+    """Table 1's central comparison, judged now from data/results/<domain>: what docs/results.md reports."""
     ours, base = full_setting.loc[(domain, "subterranean")], full_setting.loc[(domain, "orchestrated")]
     assert ours["n"] == 200 and base["n"] >= 32 and ours["pairs"] == base["n"]
     assert ours["failure_rate"] <= 0.055 < base["failure_rate"]
@@ -150,3 +150,45 @@ def test_product_knowledge_is_measured_where_a_domain_has_a_catalogue(full_setti
         full_setting.loc[("travel", "subterranean"), "product_knowledge"]          # NaN: travel has no catalogue
     assert full_setting.loc[("zoom", "oracle"), "product_knowledge"] == 1.0        # the harness's own: every fact right
     assert 0 < full_setting.loc[("zoom", "subterranean"), "product_knowledge"] < 1  # the compiled model's: measured
+
+
+# --------------------------------------------------------------------------- loops
+
+@pytest.fixture(scope="module")
+def insurance_oracle(tmp_path_factory):
+    from subterra import load_domain
+    from subterra.simulation import Oracle
+
+    wf = load_domain("insurance")
+    run = simulate(wf, [Oracle(wf)], tmp_path_factory.mktemp("insurance"), n=24, progress=False)
+    return wf, run["oracle"]
+
+
+def _edited(transcript, nodes):
+    return dict(transcript, trace_nodes=nodes)
+
+
+def test_the_loop_table_tells_a_loop_left_early_from_one_gone_round_again(insurance_oracle):
+    from subterra.analysis import LOOP_OUTCOMES, loop_table
+
+    wf, oracle = insurance_oracle
+    two = [t for t in oracle if t["trace_nodes"].count("another_item") == 1]
+    assert two, "the 24 scenarios hold a claim with two items"
+    early, again = [], []
+    for t in oracle:
+        nodes = [n for n in t["trace_nodes"] if n is not None]
+        last = len(nodes) - 1 - nodes[::-1].index("item_logged") if "item_logged" in nodes else -1
+        if "another_item" in nodes[:last]:       # the second item never asked for: out after the first
+            early.append(_edited(t, nodes[:nodes.index("another_item")] + nodes[last + 1:]))
+        if "no_more_items" in nodes:             # one more item than the customer had
+            at = nodes.index("no_more_items")
+            again.append(_edited(t, nodes[:at] + ["another_item", "ask_item", "item_description", "ask_evidence",
+                                                  "evidence_none", "item_logged"] + nodes[at:]))
+    table = loop_table(wf, {"oracle": oracle, "left_early": early, "went_round": again})
+    item = table.loc["another_item -> ask_item"]
+    assert list(table.columns) == ["conversations", *LOOP_OUTCOMES]
+    assert item.loc["oracle", "right"] == 1.0 and item.loc["oracle", "conversations"] >= len(early)
+    assert item.loc["left_early", "left early"] == 1.0 and item.loc["left_early", "conversations"] == len(early)
+    assert item.loc["went_round", "went round again"] == 1.0
+    document = table.loc["upload_attempt -> ask_evidence"]
+    assert document.loc["oracle", "right"] == 1.0

@@ -9,6 +9,8 @@
 - :func:`write_results` — ``results.json`` and ``scores.csv`` for machines;
 - :func:`full_setting_table` — Table 1 across the domains, judged now from the recorded full settings
   (``data/results/<domain>/``);
+- :func:`full_cost_table` — Table 6 across the domains from the same records;
+- :func:`loop_table` — per loop of the workflow, whether each condition leaves it at the right time;
 - plots with seaborn.
 """
 
@@ -227,15 +229,16 @@ def write_results(out_dir: str | Path, domain: str, scores: pd.DataFrame, transc
     return out_dir / "results.json", out_dir / "scores.csv"
 
 
-def recorded_runs(domain: str) -> dict[str, list[dict]]:
+def recorded_runs(domain: str, part: str = "") -> dict[str, list[dict]]:
     """The full setting's recorded transcripts, by condition: ``data/results/<domain>/<condition>.transcripts.jsonl.gz``
-    (runs longer than a sitting, kept with how they were made in that folder's README)."""
+    (runs longer than a sitting, kept with how they were made in that folder's README). ``part``: a subfolder,
+    e.g. ``lone`` (one conversation at a time: the seconds a lone customer waits)."""
     import gzip
 
     from .workflow import data_dir
 
     runs = {}
-    for record in sorted((data_dir() / "results" / domain).glob("*.transcripts.jsonl.gz")):
+    for record in sorted((data_dir() / "results" / domain / part).glob("*.transcripts.jsonl.gz")):
         with gzip.open(record, "rt", encoding="utf-8") as f:
             runs[record.name.split(".")[0]] = [json.loads(line) for line in f]
     return {name: runs[name] for name in _ordered(runs)}
@@ -284,6 +287,83 @@ def full_setting_table(domains=("travel", "zoom", "insurance"), reference: str =
                                 "d": hit["d"].iloc[0], "pairs": int(hit["n"].iloc[0])})
             rows.append(row)
     return pd.DataFrame(rows).set_index(["domain", "condition"])
+
+
+def full_cost_table(domains=("travel", "zoom", "insurance"), reference: str = "subterranean") -> pd.DataFrame:
+    """Table 6 across the domains with a recorded full setting: per domain and condition the conversations, mean
+    prompt and completion tokens, dollars per conversation and their ratio to the compiled model's, with the
+    paper's dollars and ratio beside them; and the seconds per conversation a lone customer waits, from the
+    ``lone`` records (one conversation at a time; NaN where there are none).
+
+    Dollars are our token counts at list prices: the frontier conditions at the frontier model's (the offline
+    stand-ins too: they stand in for it), the compiled model at a self-hosted GPU's (``prices_per_million_tokens``
+    in ``data/paper_results.yaml``). A ratio therefore depends on how long each condition's conversations run
+    and how many tokens its prompt carries per turn, not on who wrote the words."""
+    paper = paper_results()
+    rows = []
+    for domain in domains:
+        runs = recorded_runs(domain)
+        if not runs:
+            continue
+        table = cost_table(runs, compile_dollars=math.nan, reference=reference)
+        lone = transcript_frame(recorded_runs(domain, "lone"))
+        seconds = lone.groupby("condition")["seconds"].mean() if len(lone) else pd.Series(dtype=float)
+        published = paper.get(domain, {}).get("dollars_per_conversation", {})
+        paper_seconds = paper.get(domain, {}).get("seconds_per_conversation", {})
+        for condition in table.index:
+            rows.append({"domain": domain, "condition": condition,
+                         "conversations": int(table.loc[condition, "conversations"]),
+                         "prompt_tokens": table.loc[condition, "prompt_tokens"],
+                         "completion_tokens": table.loc[condition, "completion_tokens"],
+                         "dollars": table.loc[condition, "dollars"],
+                         "cost_ratio": table.loc[condition, "cost_ratio"] if "cost_ratio" in table else math.nan,
+                         "paper_dollars": published.get(condition, math.nan),
+                         "paper_cost_ratio": (published[condition] / published[reference]
+                                              if condition in published and reference in published else math.nan),
+                         "lone_seconds": seconds.get(condition, math.nan),
+                         "lone_conversations": int((lone["condition"] == condition).sum()) if len(lone) else 0,
+                         "paper_seconds": paper_seconds.get(condition, math.nan)})
+    return pd.DataFrame(rows).set_index(["domain", "condition"])
+
+
+LOOP_OUTCOMES = ("right", "left early", "went round again", "left the wrong way", "ended inside", "never reached")
+
+
+def loop_outcome(run: "LoopRun", expected: "LoopRun") -> str:
+    """How a conversation's way through a loop compares with the expected one (the reference condition's on the
+    same scenario): the same rounds and the same way out is ``right``."""
+    if run.rounds == 0:
+        return "never reached"
+    if run.rounds != expected.rounds:
+        return "left early" if run.rounds < expected.rounds else "went round again"
+    if run.exit == expected.exit:
+        return "right"
+    return "ended inside" if run.exit is None else "left the wrong way"
+
+
+def loop_table(workflow, transcripts: Mapping[str, list[dict]], reference: str = "oracle") -> pd.DataFrame:
+    """Per loop and condition: does the agent leave each loop at the right time? A loop (its back edge, e.g.
+    insurance's item loop ``another_item -> ask_item``) is judged on the scenarios whose ``reference`` conversation
+    (the oracle: the controller speaking the workflow's own sentences, the same customer) went through it; the
+    share of those conversations per outcome (:data:`LOOP_OUTCOMES`: ``right`` takes as many rounds as the
+    reference and leaves the same way; ``left early`` takes fewer, ``went round again`` more; ``never reached``
+    went elsewhere before the loop). Walks are the recorded traces (``trace_nodes``)."""
+    from .conformance import loop_runs, loops
+
+    expected = {t["scenario_id"]: loop_runs(workflow, t["trace_nodes"]) for t in transcripts.get(reference, [])}
+    rows = []
+    for edge in loops(workflow):
+        for condition in _ordered(transcripts):
+            outcomes = [loop_outcome(loop_runs(workflow, t["trace_nodes"])[edge], expected[t["scenario_id"]][edge])
+                        for t in transcripts[condition] if t["scenario_id"] in expected
+                        and expected[t["scenario_id"]][edge].rounds and not t.get("error")]
+            if not outcomes:
+                continue
+            row = {"loop": f"{edge[0]} -> {edge[1]}", "condition": condition, "conversations": len(outcomes)}
+            row.update({o: outcomes.count(o) / len(outcomes) for o in LOOP_OUTCOMES})
+            rows.append(row)
+    columns = ["loop", "condition", "conversations", *LOOP_OUTCOMES]
+    return pd.DataFrame(rows, columns=columns).set_index(["loop", "condition"])
 
 
 def beside_paper(table: pd.DataFrame, domain: str) -> pd.DataFrame:

@@ -412,6 +412,50 @@ def invalid_steps(workflow: Workflow, nodes: list[str | None]) -> list[tuple[int
             if (a, b) not in edges and not (a == b and workflow.nodes[a].role == "agent")]
 
 
+def loops(workflow: Workflow) -> dict[tuple[str, str], frozenset[str]]:
+    """Each loop of the graph by its back edge ``(u, v)`` (:func:`subterra.paths.back_edges`): the entry ``v``
+    and every node that reaches ``u`` without passing through ``v`` (the natural loop). Insurance has two, the
+    document loop ``upload_attempt -> ask_evidence`` inside the item loop ``another_item -> ask_item``."""
+    from .paths import back_edges
+
+    def build(wf: Workflow) -> dict[tuple[str, str], frozenset[str]]:
+        predecessors: dict[str, set[str]] = {n: set() for n in wf.nodes}
+        for edge in wf.edges:
+            predecessors[edge.target].add(edge.source)
+        found = {}
+        for source, entry in sorted(back_edges(wf)):
+            body, stack = {entry, source}, [source]
+            while stack:
+                for before in predecessors[stack.pop()] - body:
+                    body.add(before)
+                    stack.append(before)
+            found[(source, entry)] = frozenset(body)
+        return found
+
+    return _cached(workflow, "loops", build)
+
+
+@dataclass(frozen=True)
+class LoopRun:
+    """How a conversation went through one loop."""
+
+    rounds: int                 # 0: never in the loop; else 1 + the times it came back to the entry from inside
+    exit: str | None            # the first node after the loop's last node in it; None: it ended in the loop
+
+
+def loop_runs(workflow: Workflow, nodes: list[str | None]) -> dict[tuple[str, str], LoopRun]:
+    """For each loop (:func:`loops`), the rounds a trace's walk made through it and where it left."""
+    steps = [n for n in nodes if n is not None]
+    runs = {}
+    for edge, body in loops(workflow).items():
+        inside = [i for i, n in enumerate(steps) if n in body]
+        after = inside[-1] + 1 if inside else len(steps)
+        entry = edge[1]
+        again = sum(a in body and a != entry and b == entry for a, b in zip(steps, steps[1:]))
+        runs[edge] = LoopRun(rounds=(entry in steps) + again, exit=steps[after] if after < len(steps) else None)
+    return runs
+
+
 def _prefer(matcher: NodeMatcher, text: str, values, same_role: list[str], preferred: list[str]) -> str:
     """Follow the graph unless the text clearly performs another node."""
     best_any = matcher.match(text, values, same_role)
