@@ -5,7 +5,7 @@ import json
 import pytest
 
 from subterra import load_domain, parse_workflow
-from subterra.conformance import NodeMatcher, conformance, mask_values
+from subterra.conformance import LoopRun, NodeMatcher, conformance, loop_runs, loops, mask_values
 from subterra.synthesis import read_dialogues, synthesize
 from conftest import TOY
 
@@ -88,7 +88,8 @@ def test_the_readme_lists_each_workflows_copied_variables(domain):
 
     from subterra.conformance import copied_variables
 
-    lines = [line.strip() for line in (Path(__file__).resolve().parents[1] / "README.md").read_text().splitlines()]
+    page = Path(__file__).resolve().parents[1] / "docs" / "compiling.md"
+    lines = [line.strip() for line in page.read_text().splitlines()]
     table = lines[lines.index("| workflow | made up (copied) | kept (checked, catalogue, look-up, never repeated) |"):]
     row = next(line for line in table if line.startswith(f"| {domain} |"))
     listed = {name.strip() for name in row.split("|")[2].split(",")}
@@ -108,3 +109,29 @@ def test_a_fact_inside_a_right_fact_is_not_another_records_fact():
     assert checked_facts(zoom, text, {"error": update, "feature": other}) == [True, True]
     wrong = text + f" And for the other thing: {features[inside]['where']}... no, {errors[0]['fix']}."
     assert sorted(checked_facts(zoom, wrong, {"error": update, "feature": other})) == [False, True, True]
+
+
+ITEM, DOCUMENT = ("another_item", "ask_item"), ("upload_attempt", "ask_evidence")
+ONE_ITEM = ["ask_item", "item_description", "ask_evidence", "evidence_photos", "upload_link", "upload_attempt",
+            "item_logged", "no_more_items", "ask_total"]
+
+
+def test_insurance_has_the_document_loop_inside_the_item_loop():
+    found = loops(load_domain("insurance"))
+    assert set(found) == {ITEM, DOCUMENT}
+    assert found[DOCUMENT] < found[ITEM]                       # nested
+    assert "item_logged" in found[ITEM] and "item_logged" not in found[DOCUMENT]
+    assert "no_more_items" not in found[ITEM]                  # the way out is not in the loop
+
+
+def test_loop_runs_count_the_rounds_and_the_way_out():
+    wf = load_domain("insurance")
+    assert loop_runs(wf, ["greet", None, *ONE_ITEM]) == {ITEM: LoopRun(1, "no_more_items"),
+                                                         DOCUMENT: LoopRun(1, "item_logged")}
+    failed_upload = ONE_ITEM[:6] + ["ask_evidence", "evidence_receipt", "upload_link", "upload_attempt"] + ONE_ITEM[6:]
+    two_items = ONE_ITEM[:7] + ["another_item"] + ONE_ITEM
+    assert loop_runs(wf, failed_upload)[DOCUMENT] == LoopRun(2, "item_logged")
+    assert loop_runs(wf, two_items) == {ITEM: LoopRun(2, "no_more_items"),
+                                        DOCUMENT: LoopRun(1, "item_logged")}    # each item enters it afresh
+    assert loop_runs(wf, ONE_ITEM[:5]) == {ITEM: LoopRun(1, None), DOCUMENT: LoopRun(1, None)}     # ended inside
+    assert loop_runs(wf, ["greet", "report_claim"])[ITEM] == LoopRun(0, None)
