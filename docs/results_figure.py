@@ -22,17 +22,11 @@ PAPER_LABELS = {"subterranean": "paper: compiled", "orchestrated": "paper: same 
 
 def failure_rates(domains=("travel", "zoom", "insurance")) -> dict[str, list[tuple[str, float, int]]]:
     """Per domain with a record: (condition, failure rate, conversations), in the tables' order."""
-    from subterra.analysis import judge_recorded, recorded_runs, score_table
+    from subterra.analysis import full_setting_table
 
-    found = {}
-    for domain in domains:
-        runs = recorded_runs(domain)
-        if not runs:
-            continue
-        scores, _ = judge_recorded(domain, runs)
-        table = score_table(scores)
-        found[domain] = [(c, float(table.loc[c, "failure_rate"]), int(table.loc[c, "n"])) for c in table.index]
-    return found
+    table = full_setting_table(domains, n_resamples=200)       # only its failure rates are drawn
+    return {domain: [(c, float(row["failure_rate"]), int(row["n"])) for c, row in table.loc[domain].iterrows()]
+            for domain in table.index.get_level_values("domain").unique()}
 
 
 def draw(rates: dict[str, list[tuple[str, float, int]]], out: Path) -> None:

@@ -351,12 +351,13 @@ def loop_table(workflow, transcripts: Mapping[str, list[dict]], reference: str =
     from .conformance import loop_runs, loops
 
     expected = {t["scenario_id"]: loop_runs(workflow, t["trace_nodes"]) for t in transcripts.get(reference, [])}
+    walked = {condition: [(loop_runs(workflow, t["trace_nodes"]), expected[t["scenario_id"]])
+                          for t in transcripts[condition] if t["scenario_id"] in expected and not t.get("error")]
+              for condition in _ordered(transcripts)}
     rows = []
     for edge in loops(workflow):
-        for condition in _ordered(transcripts):
-            outcomes = [loop_outcome(loop_runs(workflow, t["trace_nodes"])[edge], expected[t["scenario_id"]][edge])
-                        for t in transcripts[condition] if t["scenario_id"] in expected
-                        and expected[t["scenario_id"]][edge].rounds and not t.get("error")]
+        for condition, pairs in walked.items():
+            outcomes = [loop_outcome(runs[edge], wanted[edge]) for runs, wanted in pairs if wanted[edge].rounds]
             if not outcomes:
                 continue
             row = {"loop": f"{edge[0]} -> {edge[1]}", "condition": condition, "conversations": len(outcomes)}
