@@ -425,3 +425,31 @@ def test_a_recorded_run_replays_under_the_current_customer(record):
             assert last.stop and last.reason == reason, (scenario.id, last)
         else:                                                        # out of turns after the customer spoke
             assert (reason, len(messages)) == ("turn_limit", user.max_turns), scenario.id
+
+
+def test_the_customer_says_which_way_its_upload_went_and_the_controller_hears_it():
+    """insurance's upload_attempt branches on what the customer saw (arrived, or an error on screen). Its failed
+    branch has its own words, so a listener can tell the two apart: the customer names the error exactly when its
+    path goes back to ask_evidence, the oracle follows it, and the orchestrator's router takes
+    the branch the words name (before, both branches were said alike and no agent could know which to take)."""
+    from subterra.simulation import Oracle
+
+    wf = load_domain("insurance")
+    paths = {p.id: p for p in enumerate_paths(wf)}
+    scenarios = evaluation_scenarios(wf, 200)
+    ways = {"ask_evidence": 0, "item_logged": 0}
+    for scenario in scenarios[:40]:
+        path = paths[scenario.path_id]
+        transcript = converse(Oracle(wf), OfflineUser(wf, scenario, path), wf, scenario, path)
+        messages, nodes = [m for m in transcript.messages if m["role"] != "system"], transcript.trace_nodes
+        for k, node in enumerate(nodes[:-1]):
+            if node == "upload_attempt":
+                error = scenario.values["upload_error"] in messages[k]["content"]
+                assert error == (nodes[k + 1] == "ask_evidence"), (scenario.id, messages[k]["content"])
+                ways[nodes[k + 1]] += 1
+    assert min(ways.values()) >= 3, ways
+    router = Orchestrated(wf)
+    router.reset(scenarios[0])
+    assert router.choose("upload_attempt", {}, "Hmm, it failed. The screen says the link has expired.") == "ask_evidence"
+    router.reset(scenarios[0])
+    assert router.choose("upload_attempt", {}, "Alright, that should be uploaded now.") == "item_logged"

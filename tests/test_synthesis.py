@@ -311,3 +311,19 @@ def test_a_real_teacher_is_told_each_challenge(toy, tmp_path):
     prompts = [turn_request(wf, script, k, scenario, []).messages[0]["content"] for k in range(len(script))]
     assert "only part of the answer" in prompts[moves.index("partial")]
     assert "ask again for the rest" in prompts[moves.index("reask")]
+
+
+def test_the_offline_teacher_has_the_customer_say_its_branch(tmp_path):
+    """A dialogue whose path goes from upload_attempt back to ask_evidence has the customer name the upload's
+    error (the failed branch's own words); one that goes on to item_logged never does."""
+    wf = load_domain("insurance")
+    synthesize(wf, 60, tmp_path, "offline", seed=3, progress=False)
+    ways = {"ask_evidence": 0, "item_logged": 0}
+    for row in read_dialogues(tmp_path / "dialogues.jsonl"):
+        error = json.loads(row["scenario"])["values"]["upload_error"]
+        turns, nodes = row["messages"][1:], row["nodes"]
+        for k, node in enumerate(nodes[:-1]):
+            if node == "upload_attempt":
+                assert (error in turns[k]["content"]) == (nodes[k + 1] == "ask_evidence"), turns[k]["content"]
+                ways[nodes[k + 1]] += 1
+    assert min(ways.values()) >= 5, ways

@@ -73,6 +73,12 @@ def test_shipped_domains_load(domain):
      ("node 'change'", "field 'edges[6].sets.city'", "'town' is not a variable")),
     ("  - {from: change, to: offer}", "  - {from: change, to: offer, sets: {city: city}}", ("from itself",)),
     ("  - {from: change, to: offer}", "  - {from: change, to: offer, sets: [city]}", ("expected a mapping",)),
+    ("  - {from: ask, to: offer}", '  - {from: ask, to: offer, examples: ["To {town}."]}',
+     ("node 'ask'", "field 'edges[1].examples[0]'", "undefined slot {town}")),
+    ("  - {from: ask, to: offer}", "  - {from: ask, to: offer, examples: [3]}",
+     ("field 'edges[1].examples[0]'", "non-empty strings")),
+    ("  - {from: greet, to: ask}", '  - {from: greet, to: ask, examples: ["Hi."]}',
+     ("node 'greet'", "field 'edges[0].examples'", "'greet' is an agent turn")),
 ])
 def test_validation_names_file_line_node_field(toy_text, old, new, expect):
     assert old in toy_text
@@ -149,3 +155,22 @@ def test_an_edge_renews_a_value_from_its_target_on(toy_text):
     assert "field 'edges[6].sets.city'" in message and "both can be 'Porto'" in message
     twice = text.replace("  - {from: ask, to: offer}", "  - {from: ask, to: offer, sets: {price: other_city}}")
     assert "renews one variable only" in str(error_for(twice))
+
+
+def test_an_edge_says_its_branch_in_its_own_words(toy_text):
+    """A customer turn's edge may carry its own examples: what the customer says when its path takes that
+    branch. Elsewhere the node's examples stand; a listener hears both as the node."""
+    text = toy_text.replace("  - {from: change, to: offer}",
+                            '  - {from: change, to: offer, examples: ["Something cheaper than {price}?"]}')
+    wf = parse_workflow(text, source="wf.yaml")
+    assert wf.sayings("change", "offer") == ("Something cheaper than {price}?",)
+    assert wf.sayings("change") == ("Anything else?",) and wf.sayings("accept", "done") == ("Yes please.",)
+    assert wf.heard_as("change") == ("Anything else?", "Something cheaper than {price}?")
+    assert parse_workflow(toy_text, source="wf.yaml").heard_as("change") == ("Anything else?",)
+
+
+def test_insurance_says_a_failed_upload_and_keeps_its_shape():
+    wf = load_domain("insurance")
+    failed, arrived = wf.sayings("upload_attempt", "ask_evidence"), wf.sayings("upload_attempt", "item_logged")
+    assert failed and all("{upload_error}" in e for e in failed)
+    assert arrived and not any("{upload_error}" in e for e in arrived)

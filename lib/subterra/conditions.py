@@ -22,7 +22,7 @@ from typing import Any
 
 from .agent import count_tokens
 from .backends import PRICES, Backend, Request, Usage, approx_tokens
-from .conformance import extract_values, lookups, read_reply, slot_names
+from .conformance import extract_values, lookups, matcher_for, read_reply, slot_names
 from .customer import LEAVING
 from .paths import back_edges, enumerate_paths
 from .scenarios import Scenario
@@ -157,14 +157,20 @@ class Orchestrated(Condition):
         if not reading.answered and self.node is not None:
             self.again = True
             return self.node
-        return self.choose(reading.node, known)
+        return self.choose(reading.node, known, reply)
 
-    def choose(self, source: str, known: dict[str, Any]) -> str:
-        """The next agent step after ``source``: a check that holds, else a loop not yet taken, else the first."""
+    def choose(self, source: str, known: dict[str, Any], reply: str = "") -> str:
+        """The next agent step after ``source``: the branch the customer's ``reply`` names where the workflow
+        says how each branch is said (an edge's ``examples``), else a check that holds, else a loop not yet
+        taken, else the first."""
         wf = self.workflow
         options = [e for e in wf.successors(source) if wf.nodes[e.target].role == "agent"] or wf.successors(source)
         if not options:
             return self.node or wf.start
+        if reply and any(e.examples for e in options):
+            way = matcher_for(wf, "user").way_on(reply, known, source)
+            options = [e for e in options if e.target == way] if way is not None else \
+                [e for e in options if not e.examples] or options
         chosen = next((e for e in options if e.check is not None and e.check.names <= set(known)
                        and _safe(e.check, known)), None)
         if chosen is None:
@@ -242,14 +248,14 @@ class Oracle(Orchestrated):
         super().reset(scenario)
         self.plan, self.at = list(self.paths[scenario.path_id].nodes), 0
 
-    def choose(self, source: str, known: dict[str, Any]) -> str:
+    def choose(self, source: str, known: dict[str, Any], reply: str = "") -> str:
         targets = {e.target for e in self.workflow.successors(source)}
         for k in range(self.at, len(self.plan) - 1):
             if self.plan[k] == source and self.plan[k + 1] in targets:
                 self.at = k + 1
                 self.taken.add((source, self.plan[k + 1]))
                 return self.plan[k + 1]
-        return super().choose(source, known)
+        return super().choose(source, known, reply)
 
 
 def _safe(check, values) -> bool:

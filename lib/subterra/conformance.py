@@ -41,9 +41,8 @@ def slot_names(text: str) -> set[str]:
 
 
 def node_names(workflow: Workflow, node: str) -> set[str]:
-    """The variables and tables a node's prompt and examples speak of."""
-    n = workflow.nodes[node]
-    return set().union(*(slot_names(t) for t in (n.prompt, *n.examples)))
+    """The variables and tables a node's prompt and examples (its edges' included) speak of."""
+    return set().union(*(slot_names(t) for t in (workflow.nodes[node].prompt, *workflow.heard_as(node))))
 
 
 def lookups(workflow: Workflow) -> frozenset[str]:
@@ -54,7 +53,7 @@ def lookups(workflow: Workflow) -> frozenset[str]:
     customer cannot know these; every other value is the customer's to give.
     """
     def build(wf: Workflow) -> frozenset[str]:
-        said = {n: set().union(*(slot_names(e) for e in node.examples)) for n, node in wf.nodes.items()}
+        said = {n: set().union(*(slot_names(e) for e in wf.heard_as(n))) for n in wf.nodes}
         found = set()
         for name in set(wf.variables) | set(wf.catalogue):
             seen, todo = set(), [wf.start]
@@ -249,8 +248,11 @@ class NodeMatcher:
     def __init__(self, workflow: Workflow, role: str | None = "agent"):
         self.workflow = workflow
         self.nodes = [n for n in workflow.nodes.values() if role is None or n.role == role]
-        docs = [(n.id, _features(mask_values(e, None))) for n in self.nodes for e in n.examples]
-        self._texts = [e for n in self.nodes for e in n.examples]
+        said = [(n.id, None, e) for n in self.nodes for e in n.examples] + [
+            (n.id, edge.target, e) for n in self.nodes for edge in workflow.successors(n.id) for e in edge.examples]
+        docs = [(node_id, _features(mask_values(e, None))) for node_id, _, e in said]
+        self._texts = [e for _, _, e in said]
+        self._ways = [way for _, way, _ in said]        # the edge an example speaks for (None: the node's own)
         df = Counter(f for _, feats in docs for f in feats)
         self._idf = {f: math.log((1 + len(docs)) / (1 + c)) + 1 for f, c in df.items()}
         self._examples = [(node_id, self._vector(feats)) for node_id, feats in docs]
@@ -270,14 +272,22 @@ class NodeMatcher:
                 best[node_id] = score
         return best
 
-    def nearest_example(self, text: str, values: Mapping[str, Any] | None, node: str) -> str:
-        """The example utterance of ``node`` that ``text`` reads most like."""
+    def _nearest(self, text: str, values: Mapping[str, Any] | None, node: str) -> int:
         vec = self._vector(_features(mask_values(text, values)))
         scored = [(sum(w * example.get(f, 0.0) for f, w in vec.items()), k)
                   for k, (node_id, example) in enumerate(self._examples) if node_id == node]
         if not scored:
             raise KeyError(f"no examples for node {node!r} among this matcher's nodes")
-        return self._texts[max(scored)[1]]
+        return max(scored)[1]
+
+    def nearest_example(self, text: str, values: Mapping[str, Any] | None, node: str) -> str:
+        """The example utterance of ``node`` that ``text`` reads most like."""
+        return self._texts[self._nearest(text, values, node)]
+
+    def way_on(self, text: str, values: Mapping[str, Any] | None, node: str) -> str | None:
+        """Where ``text``, said at ``node``, goes on: the target of the edge whose own examples it reads most
+        like, or None when it reads most like the node's own (the branches without examples of their own)."""
+        return self._ways[self._nearest(text, values, node)]
 
     def match(self, text: str, values: Mapping[str, Any] | None = None,
               candidates: Iterable[str] | None = None) -> Match:
@@ -301,7 +311,7 @@ ANSWER_SCORE = 0.3          # a customer message nearer than this to none of the
 
 def required_values(workflow: Workflow, node: str) -> set[str]:
     """What a customer turn must carry to answer its step: the customer's values every example of it states."""
-    said = [slot_names(e) for e in workflow.nodes[node].examples]
+    said = [slot_names(e) for e in workflow.heard_as(node)]
     return (set.intersection(*said) if said else set()) - lookups(workflow)
 
 

@@ -73,7 +73,8 @@ class OfflineUser:
         self.workflow, self.scenario, self.path = workflow, scenario, path
         self.matcher = matcher_for(workflow, "agent")
         self.lookups = lookups(workflow)
-        self.plan = [n for n in path.nodes if workflow.nodes[n].role == "user"]
+        self.plan_at = [k for k, n in enumerate(path.nodes) if workflow.nodes[n].role == "user"]
+        self.plan = [path.nodes[k] for k in self.plan_at]
         self.step = 0                          # how far along its plan the customer is
         self.rng = random.Random(f"user:{seed}:{scenario.id}")
         self.max_turns = max_turns
@@ -183,7 +184,7 @@ class OfflineUser:
         if style == "two_answers" and self.step < len(self.plan):
             following = self.plan[self.step]
             if not self.workflow.nodes[following].terminal and slot_names(" ".join(
-                    self.workflow.nodes[following].examples)) - self.lookups:
+                    self.workflow.heard_as(following))) - self.lookups:
                 self.ahead, self.last = following, (agent_node, reply)
                 return UserTurn(self._say(reply) + " " + self._say(following), challenge=True)
         return None
@@ -236,14 +237,23 @@ class OfflineUser:
 
         Sentences that name a look-up value the agent never stated are avoided while others remain.
         """
-        node = self.workflow.nodes[node_id]
+        sayings = self.workflow.sayings(node_id, self._way_on(node_id))
         values = {**self.scenario.values, **self.said, **self.offered, **(override or {})}
-        usable = [e for e in node.examples if not (slot_names(e) & self.lookups) - set(self.offered)]
-        template = self.rng.choice(usable or list(node.examples))
+        usable = [e for e in sayings if not (slot_names(e) & self.lookups) - set(self.offered)]
+        template = self.rng.choice(usable or list(sayings))
         self.said.update({name: values[name] for name in slot_names(template) - self.lookups if name in values})
         text = offline_turn(self.workflow, node_id, self.scenario, self.rng, [template], values)
         self._renew_said(node_id)
         return text
+
+    def _way_on(self, node_id: str) -> str | None:
+        """Where this customer's path goes after its step ``node_id`` (the one just taken, else the next, else
+        the latest before): its words must tell that branch (a failed upload names the error)."""
+        for k in (self.step - 1, self.step, *range(self.step - 2, -1, -1)):
+            if 0 <= k < len(self.plan) and self.plan[k] == node_id:
+                following = self.plan_at[k] + 1
+                return self.path.nodes[following] if following < len(self.path.nodes) else None
+        return None
 
     def _wrong_value(self, heard: dict[str, Any], text: str) -> tuple[str, Any] | None:
         """A value of the customer's that the agent just stated wrongly (given, or not yet given)."""

@@ -121,7 +121,7 @@ def check_values(workflow: Workflow, node: str, reply: str, values: dict[str, An
     def judged(want: str | None) -> bool:
         return want is not None and (said is None or want in said)
 
-    examples = workflow.nodes[node].examples
+    examples = workflow.heard_as(node)
     aligned = [(e, fills) for e in examples if (fills := template_fills(e, reply, values)) is not None]
     if aligned:
         template, fills = max(aligned, key=lambda a: len(a[1]))

@@ -174,7 +174,8 @@ class Step:
     with a wrong value), ``correct`` (the slip put right, then the answer), ``both`` (this answer
     and the next at once), ``again`` (the next answer said a second time), ``leave`` (the customer
     gives up), ``close`` (the agent lets them go). ``detail`` holds the values the move needs;
-    ``renewed`` the values an edge's ``sets`` has renewed by this turn (the card after a declined one).
+    ``renewed`` the values an edge's ``sets`` has renewed by this turn (the card after a declined one);
+    ``way_on`` the node the path goes to next (a customer says what its branch needs, :meth:`Workflow.sayings`).
     """
 
     node: str | None
@@ -182,6 +183,7 @@ class Step:
     move: str = ""
     detail: tuple[tuple[str, Any], ...] = ()
     renewed: tuple[tuple[str, Any], ...] = ()
+    way_on: str | None = None
 
     @property
     def info(self) -> dict[str, Any]:
@@ -211,7 +213,8 @@ def script_dialogue(workflow: Workflow, path: Path, scenario: Scenario) -> list[
     def at(k: int, node: str | None = None, role: str | None = None, move: str = "", detail=()) -> Step:
         """A turn written where the path's ``k``-th node stands (by default that node), with its renewed values."""
         node = path.nodes[k] if node is None and role is None else node
-        return Step(node, role or workflow.nodes[node].role, move, tuple(detail), renewed[k])
+        way_on = path.nodes[k + 1] if node == path.nodes[k] and k + 1 < len(path.nodes) else None
+        return Step(node, role or workflow.nodes[node].role, move, tuple(detail), renewed[k], way_on)
 
     steps = [at(k) for k in range(len(path.nodes))]
     style = scenario.persona.challenge
@@ -250,8 +253,8 @@ def script_dialogue(workflow: Workflow, path: Path, scenario: Scenario) -> list[
                 replace(s, detail=slip) for s in steps[k + 1:following]] + [
                 at(following, move="correct", detail=slip)] + steps[following + 1:]
         if style == "two_answers" and following is not None and not workflow.nodes[path.nodes[following]].is_terminal \
-                and slot_names(" ".join(workflow.nodes[path.nodes[following]].examples)) - known:
-            ahead = (("next", path.nodes[following]),)
+                and slot_names(" ".join(workflow.heard_as(path.nodes[following]))) - known:
+            ahead = (("next", path.nodes[following]), ("next_way_on", at(following).way_on))
             return steps[:k] + [at(k, move="both", detail=ahead)] + steps[k + 1:following] + [
                 at(following, move="again")] + steps[following + 1:]
     return steps
@@ -292,6 +295,8 @@ def offline_step(workflow: Workflow, step: Step, scenario: Scenario, rng: random
     if step.role == "agent" and step.node and told is not None:
         known = told | lookups(workflow)
         sayable = [e for e in workflow.nodes[step.node].examples if slot_names(e) <= known] or None
+    elif step.role == "user" and step.node:
+        sayable = workflow.sayings(step.node, step.way_on)
     if step.move == "leave":
         return rng.choice(LEAVES)
     if step.move == "close":
@@ -310,7 +315,8 @@ def offline_step(workflow: Workflow, step: Step, scenario: Scenario, rng: random
         fix = rng.choice(SLIP_FIXES).format(meant=spoken(info["meant"]), wrong=spoken(info["wrong"]))
         return fix + text
     if step.move == "both":                  # the next answer in its own words, none naming a look-up not yet stated
-        examples = [e for e in workflow.nodes[info["next"]].examples if not slot_names(e) & lookups(workflow)]
+        examples = [e for e in workflow.sayings(info["next"], info.get("next_way_on"))
+                    if not slot_names(e) & lookups(workflow)]
         return text + " " + offline_turn(workflow, info["next"], scenario, rng, examples or None, values)
     if step.move == "again":
         return rng.choice(AGAINS) + text[:1].lower() + text[1:]

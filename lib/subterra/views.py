@@ -255,7 +255,8 @@ class PathBrowser:
             self.graph_view.value = ""
             return
         node = self.workflow.nodes[path.nodes[self.step.value]]
-        examples = "".join(f"<li>{html.escape(e)}</li>" for e in node.examples)
+        way_on = path.nodes[self.step.value + 1] if self.step.value + 1 < len(path) else None
+        examples = "".join(f"<li>{html.escape(e)}</li>" for e in self.workflow.sayings(node.id, way_on))
         self.turns_view.value = turns_html(self.workflow, path, self.step.value)
         self.node_view.value = (
             f"<h4>Turn {self.step.value + 1}/{len(path)}: {html.escape(node.label)} "

@@ -151,6 +151,8 @@ class Edge:
 
     ``sets`` renews values on the way: ``(("card_last4", "other_card"),)`` means that from this edge's
     target on, ``{card_last4}`` is the scenario's ``other_card`` (the card offered after a declined one).
+    ``examples`` (customer turns only) are what the customer says when its path takes this edge, in place
+    of its node's: "It says {upload_error}." on the failed-upload branch, so that the branch is heard.
     """
 
     source: str
@@ -158,6 +160,7 @@ class Edge:
     when: str | None = None
     check: Condition | None = None
     sets: tuple[tuple[str, str], ...] = ()
+    examples: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -180,6 +183,16 @@ class Workflow:
 
     def successors(self, node_id: str) -> list[Edge]:
         return [e for e in self.edges if e.source == node_id]
+
+    def sayings(self, node_id: str, following: str | None = None) -> tuple[str, ...]:
+        """What is said at ``node_id`` when the walk goes on to ``following``: that edge's own examples where
+        it has them, else the node's."""
+        edge = next((e for e in self.edges if e.source == node_id and e.target == following), None)
+        return edge.examples if edge is not None and edge.examples else self.nodes[node_id].examples
+
+    def heard_as(self, node_id: str) -> tuple[str, ...]:
+        """Every way ``node_id`` can be said: the node's examples, then those of its outgoing edges."""
+        return self.nodes[node_id].examples + tuple(x for e in self.successors(node_id) for x in e.examples)
 
     @property
     def terminals(self) -> dict[str, str]:
@@ -510,7 +523,7 @@ class _Validator:
             path = ("edges", i)
             if not isinstance(item, dict):
                 self.fail(f"each edge must be a mapping, got {_type_name(item)}", path)
-            self.check_keys(item, {"from", "to", "when", "check", "sets"}, path)
+            self.check_keys(item, {"from", "to", "when", "check", "sets", "examples"}, path)
             source = self.get(item, "from", path, str)
             target = self.get(item, "to", path, str, node=source)
             for end, key in ((source, "from"), (target, "to")):
@@ -535,8 +548,18 @@ class _Validator:
                 except ValueError as exc:
                     self.fail(str(exc), path + ("check",), node=source)
             sets = self.get(item, "sets", path, dict, node=source, required=False, default={})
+            examples = self.get(item, "examples", path, list, node=source, required=False, default=[])
+            if examples and nodes[source].role != "user":
+                self.fail(f"edge {source} -> {target} has examples, but they speak for its source, and "
+                          f"'{source}' is an agent turn: only a customer turn's words can tell its branches apart",
+                          path + ("examples",), node=source)
+            for j, ex in enumerate(examples):
+                if not isinstance(ex, str) or not ex.strip():
+                    self.fail(f"example utterances must be non-empty strings, got {_type_name(ex)}",
+                              path + ("examples", j), node=source)
             edges.append(Edge(source=source, target=target, when=when, check=check,
-                              sets=tuple((str(k), v) for k, v in sets.items())))
+                              sets=tuple((str(k), v) for k, v in sets.items()),
+                              examples=tuple(e.strip() for e in examples)))
         return tuple(edges)
 
     def renewals(self, wf: Workflow) -> None:
@@ -575,6 +598,15 @@ class _Validator:
                                       path, node=node.id)
                     if "{" in SLOT.sub("", text) or "}" in SLOT.sub("", text):
                         self.fail("unbalanced '{' or '}' in template", path, node=node.id)
+        for i, edge in enumerate(wf.edges):
+            for j, text in enumerate(edge.examples):
+                path = ("edges", i, "examples", j)
+                for slot in SLOT.findall(text):
+                    if slot not in known:
+                        self.fail(f"undefined slot {{{slot}}} (known: {', '.join(sorted(known))})",
+                                  path, node=edge.source)
+                if "{" in SLOT.sub("", text) or "}" in SLOT.sub("", text):
+                    self.fail("unbalanced '{' or '}' in template", path, node=edge.source)
         sample = {var: values[0] for var, values in wf.variables.items()}
         sample.update({table: records[0] for table, records in wf.catalogue.items()})
         for i, edge in enumerate(wf.edges):
