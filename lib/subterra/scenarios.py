@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import random
+from itertools import product
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -73,6 +74,14 @@ def path_checks(workflow: Workflow, path: Path) -> list:
     return [checks[edge] for edge in path.edges if edge in checks]
 
 
+def holds(workflow: Workflow, check, values: dict[str, Any]) -> bool:
+    """Does ``check`` hold for these values? An outcome a tool returns (a payment declined) is the path's at
+    each call, not the scenario's: a check on one holds when some value of its pool makes it true."""
+    decided = sorted(check.names & set(workflow.outcomes()))
+    return any(check.evaluate({**values, **dict(zip(decided, chosen))})
+               for chosen in product(*(workflow.values_of(name) for name in decided)))
+
+
 def draw_values(workflow: Workflow, rng: random.Random, held_out: bool = False) -> dict[str, Any]:
     values: dict[str, Any] = {}
     for name, pool in workflow.variables.items():
@@ -96,7 +105,7 @@ def sample_scenario(workflow: Workflow, path: Path, seed: int | str, scenario_id
     checks = path_checks(workflow, path)
     for _ in range(max_tries):
         values = draw_values(workflow, rng, held_out)
-        if all(check.evaluate(values) for check in checks):
+        if all(holds(workflow, check, values) for check in checks):
             break
     else:
         raise UnsatisfiablePath(f"{workflow.source or workflow.name}: path {path.id} "

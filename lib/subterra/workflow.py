@@ -139,6 +139,7 @@ class Node:
     prompt: str                    # template for an LLM teacher / simulator
     examples: tuple[str, ...]      # example utterances with {slots}, for the offline side
     terminal: str | None = None    # "success" | "abandonment" | "escalation" | None
+    call: str | None = None        # the tool an agent turn calls before it speaks (its result in hand)
 
     @property
     def is_terminal(self) -> bool:
@@ -164,6 +165,29 @@ class Edge:
 
 
 @dataclass(frozen=True)
+class Tool:
+    """One of the business's systems the agent may call: a flight search, a card payment.
+
+    ``arguments`` are the customer's values the call needs; ``results`` the values it looks up (variables or
+    catalogue tables: the scenario's, as the business's systems would return them); ``outcome`` a name with
+    its own values (``payment``: approved or declined) that each call returns as the scenario's path has it
+    there (the first charge declined, the second approved), and that edges' checks may read.
+    """
+
+    name: str
+    description: str               # one line, for the model and for people
+    arguments: tuple[str, ...] = ()
+    results: tuple[str, ...] = ()
+    outcome: str | None = None
+    outcome_values: tuple[Any, ...] = ()
+
+    @property
+    def returns(self) -> tuple[str, ...]:
+        """Every name a call of this tool answers with."""
+        return self.results + ((self.outcome,) if self.outcome else ())
+
+
+@dataclass(frozen=True)
 class Workflow:
     name: str
     title: str
@@ -176,9 +200,17 @@ class Workflow:
     edges: tuple[Edge, ...]
     start: str
     source: str | None = None
+    tools: dict[str, Tool] = field(default_factory=dict)
+
+    def outcomes(self) -> dict[str, Tool]:
+        """Outcome name -> the tool that returns it (``payment`` -> charge_card)."""
+        return {t.outcome: t for t in self.tools.values() if t.outcome}
 
     def values_of(self, variable: str) -> tuple[Any, ...]:
-        """Every value a variable can take: its training pool, then its held-out values."""
+        """Every value a variable can take: its training pool, then its held-out values (a tool's outcome:
+        its values)."""
+        if variable in self.outcomes():
+            return self.outcomes()[variable].outcome_values
         return tuple(self.variables.get(variable, ())) + tuple(self.held_out.get(variable, ()))
 
     def successors(self, node_id: str) -> list[Edge]:
@@ -377,7 +409,7 @@ class _Validator:
             self.fail(f"a workflow file must be a YAML mapping, got {_type_name(self.data)}")
         top = self.data
         self.check_keys(top, {"name", "title", "description", "system_prompt", "variables", "held_out",
-                              "catalogue", "start", "nodes", "edges"}, ())
+                              "catalogue", "tools", "start", "nodes", "edges"}, ())
         self.todos()
         name = self.get(top, "name", (), str)
         if not IDENT.match(name):
@@ -397,15 +429,17 @@ class _Validator:
                 self.fail(f"held-out value {sorted(overlap)[0]!r} is also in the training pool",
                           ("held_out", var))
         catalogue = self.catalogue(set(variables))
-        nodes = self.nodes()
+        tools = self.tools(variables, catalogue)
+        nodes = self.nodes(tools)
         start = self.get(top, "start", (), str)
         if start not in nodes:
             self.fail(f"start node '{start}' is not defined", ("start",))
         edges = self.edges(nodes)
         wf = Workflow(name=name, title=title, system_prompt=system_prompt, description=description,
                       variables=variables, held_out=held_out, catalogue=catalogue, nodes=nodes,
-                      edges=edges, start=start, source=self.source)
+                      edges=edges, start=start, source=self.source, tools=tools)
         self.slots_and_conditions(wf)
+        self.calls(wf)
         self.renewals(wf)
         self.structure(wf)
         return wf
@@ -479,7 +513,79 @@ class _Validator:
             tables[table] = tuple(dict(r) for r in records)
         return tables
 
-    def nodes(self) -> dict[str, Node]:
+    def tools(self, variables: dict[str, tuple], catalogue: dict[str, tuple]) -> dict[str, Tool]:
+        raw = self.get(self.data, "tools", (), dict, required=False, default={})
+        tools: dict[str, Tool] = {}
+        returned: dict[str, str] = {}
+        for name, spec in raw.items():
+            path = ("tools", name)
+            if not isinstance(name, str) or not IDENT.match(name):
+                self.fail(f"tool name {name!r} must be lower_snake_case", path)
+            if name in variables or name in catalogue:
+                self.fail(f"tool '{name}' has the same name as a variable or catalogue table", path)
+            if not isinstance(spec, dict):
+                self.fail(f"a tool must be a mapping, got {_type_name(spec)}", path)
+            self.check_keys(spec, {"description", "arguments", "results", "outcome"}, path)
+            description = self.get(spec, "description", path, str)
+            if "\n" in description:
+                self.fail("a tool's description must be one line", path + ("description",))
+            names = {}
+            for key, known, what in (("arguments", variables, "a variable"),
+                                     ("results", {**variables, **catalogue}, "a variable or catalogue table")):
+                items = self.get(spec, key, path, list, required=False, default=[])
+                for j, item in enumerate(items):
+                    if not isinstance(item, str) or item not in known:
+                        self.fail(f"tool '{name}': {item!r} in {key} is not {what}", path + (key, j))
+                    if items.index(item) != j:
+                        self.fail(f"tool '{name}': {item!r} is listed twice in {key}", path + (key, j))
+                names[key] = tuple(items)
+            outcome, outcome_values = None, ()
+            raw_outcome = self.get(spec, "outcome", path, dict, required=False)
+            if raw_outcome is not None:
+                if len(raw_outcome) != 1:
+                    self.fail(f"tool '{name}': outcome is one name with its values, e.g. {{payment: [approved, "
+                              "declined]}", path + ("outcome",))
+                (outcome, outcome_values), = raw_outcome.items()
+                opath = path + ("outcome", outcome)
+                if not isinstance(outcome, str) or not IDENT.match(outcome):
+                    self.fail(f"tool '{name}': outcome name {outcome!r} must be lower_snake_case", opath)
+                if outcome in variables or outcome in catalogue or outcome in raw:
+                    self.fail(f"tool '{name}': outcome '{outcome}' has the name of a variable, table or tool", opath)
+                if not isinstance(outcome_values, list) or len(outcome_values) < 2 or any(
+                        isinstance(v, bool) or not isinstance(v, (str, int, float)) for v in outcome_values):
+                    self.fail(f"tool '{name}': outcome '{outcome}' needs a list of two or more values (strings or "
+                              "numbers)", opath)
+                outcome_values = tuple(outcome_values)
+            if not names["results"] and outcome is None:
+                self.fail(f"tool '{name}' returns nothing: give it results, an outcome or both", path)
+            for item in names["results"] + ((outcome,) if outcome else ()):
+                if item in names["arguments"]:
+                    self.fail(f"tool '{name}': {item!r} is both an argument and what it returns", path)
+                if item in returned:
+                    self.fail(f"tool '{name}' returns {item!r}, which tool '{returned[item]}' returns too: "
+                              "one system answers for each value", path)
+                returned[item] = name
+            tools[name] = Tool(name=name, description=description, arguments=names["arguments"],
+                               results=names["results"], outcome=outcome, outcome_values=outcome_values)
+        return tools
+
+    def calls(self, wf: Workflow) -> None:
+        """Every tool is called, by agent turns only; a check that reads an outcome is taken with it in hand
+        (the tool is called by the edge's source or its target)."""
+        called = {n.call for n in wf.nodes.values() if n.call}
+        for name in wf.tools:
+            if name not in called:
+                self.fail(f"tool '{name}' is called by no node (give an agent node 'call: {name}')", ("tools", name))
+        outcomes = wf.outcomes()
+        for i, edge in enumerate(wf.edges):
+            for name in sorted((edge.check.names if edge.check else frozenset()) & set(outcomes)):
+                tool = outcomes[name].name
+                if tool not in (wf.nodes[edge.source].call, wf.nodes[edge.target].call):
+                    self.fail(f"edge {edge.source} -> {edge.target} reads {name!r}, the outcome of tool '{tool}', "
+                              f"but neither '{edge.source}' nor '{edge.target}' calls it", ("edges", i, "check"),
+                              node=edge.source)
+
+    def nodes(self, tools: dict[str, Tool] | None = None) -> dict[str, Node]:
         raw = self.get(self.data, "nodes", (), list)
         if not raw:
             self.fail("a workflow needs at least one node", ("nodes",))
@@ -489,7 +595,8 @@ class _Validator:
             if not isinstance(item, dict):
                 self.fail(f"each node must be a mapping, got {_type_name(item)}", path)
             node_id = item.get("id") if isinstance(item.get("id"), str) else None
-            self.check_keys(item, {"id", "role", "label", "prompt", "examples", "terminal"}, path, node=node_id)
+            self.check_keys(item, {"id", "role", "label", "prompt", "examples", "terminal", "call"}, path,
+                            node=node_id)
             node_id = self.get(item, "id", path, str)
             if not IDENT.match(node_id):
                 self.fail(f"node id {node_id!r} must be lower_snake_case", path + ("id",), node=node_id)
@@ -512,8 +619,15 @@ class _Validator:
             if terminal is not None and terminal not in TERMINAL_KINDS:
                 self.fail(f"terminal must be one of {', '.join(TERMINAL_KINDS)}, got {terminal!r}",
                           path + ("terminal",), node=node_id)
+            call = self.get(item, "call", path, str, node=node_id, required=False)
+            if call is not None and call not in (tools or {}):
+                self.fail(f"calls unknown tool {call!r} (tools: {', '.join(sorted(tools or {})) or 'none'})",
+                          path + ("call",), node=node_id)
+            if call is not None and role != "agent":
+                self.fail("only an agent turn calls a tool (the customer cannot reach the business's systems)",
+                          path + ("call",), node=node_id)
             nodes[node_id] = Node(id=node_id, role=role, label=label, prompt=prompt,
-                                  examples=tuple(e.strip() for e in examples), terminal=terminal)
+                                  examples=tuple(e.strip() for e in examples), terminal=terminal, call=call)
         return nodes
 
     def edges(self, nodes: dict[str, Node]) -> tuple[Edge, ...]:
@@ -609,6 +723,7 @@ class _Validator:
                     self.fail("unbalanced '{' or '}' in template", path, node=edge.source)
         sample = {var: values[0] for var, values in wf.variables.items()}
         sample.update({table: records[0] for table, records in wf.catalogue.items()})
+        sample.update({name: tool.outcome_values[0] for name, tool in wf.outcomes().items()})
         for i, edge in enumerate(wf.edges):
             if edge.check is None:
                 continue
@@ -622,10 +737,10 @@ class _Validator:
                         self.fail(f"condition {edge.check.source!r} uses undefined field '{name}'", path,
                                   node=edge.source)
                 elif isinstance(tree_node, ast.Name) and id(tree_node) not in attribute_bases:
-                    if tree_node.id not in wf.variables:
+                    if tree_node.id not in wf.variables and tree_node.id not in wf.outcomes():
                         self.fail(f"condition {edge.check.source!r} uses undefined variable '{tree_node.id}'",
                                   path, node=edge.source)
-            for name in edge.check.names & set(wf.variables):      # every value each variable can take
+            for name in edge.check.names & (set(wf.variables) | set(wf.outcomes())):   # every value each can take
                 for value in wf.values_of(name):
                     try:
                         edge.check.evaluate({**sample, name: value})

@@ -1,0 +1,135 @@
+"""subterra.tools and the workflow format's tools: declared, validated, answered for a scenario."""
+
+import json
+
+import pytest
+
+from subterra import WorkflowError, enumerate_paths, load_domain, parse_workflow
+from subterra.scenarios import sample_scenario
+from subterra.tools import Environment, ToolCall, ToolError, read_call
+from subterra.workflow import workflow_file
+
+TOOLS = workflow_file("travel_tools").read_text(encoding="utf-8")
+
+
+@pytest.fixture(scope="module")
+def wf():
+    return load_domain("travel_tools")
+
+
+def test_travel_with_tools_keeps_travels_shape_and_every_path_has_a_scenario(wf):
+    travel = load_domain("travel")
+    paths = enumerate_paths(wf)
+    assert (len(wf.nodes), len(wf.decision_hubs), len(paths)) == (15, 3, 86) == (
+        len(travel.nodes) + 1, len(travel.decision_hubs), len(enumerate_paths(travel)))
+    assert {n.id: n.call for n in wf.nodes.values() if n.call} == {
+        "offer_flights": "search_flights", "payment_declined": "charge_card", "booking_confirmed": "charge_card",
+        "specialist_handoff": "charge_card"}
+    assert wf.tools["charge_card"].returns == ("booking_ref", "payment")
+    assert wf.values_of("payment") == ("approved", "declined")
+    for path in paths:                                   # an outcome's check never makes a path unsatisfiable
+        sample_scenario(wf, path, 0, f"s-{path.id}")
+    assert travel.tools == {} and not any(n.call for n in travel.nodes.values())
+
+
+@pytest.mark.parametrize("old, new, expect", [
+    ("    call: search_flights\n", "    call: search_flight\n",
+     ("node 'offer_flights'", "field 'nodes[2].call'", "unknown tool 'search_flight'", "tools: charge_card")),
+    ("  - id: trip_request\n    role: user\n", "  - id: trip_request\n    role: user\n    call: search_flights\n",
+     ("node 'trip_request'", "only an agent turn calls a tool")),
+    ("    arguments: [card_last4]\n", "    arguments: [card_number]\n",
+     ("field 'tools.charge_card.arguments[0]'", "'card_number' in arguments is not a variable")),
+    ("    results: [booking_ref]\n    outcome: {payment: [approved, declined]}\n", "",
+     ("field 'tools.charge_card'", "returns nothing")),
+    ("    outcome: {payment: [approved, declined]}\n", "    outcome: payment\n",
+     ("field 'tools.charge_card.outcome'", "expected a mapping")),
+    ("    outcome: {payment: [approved, declined]}\n", "    outcome: {payment: [approved]}\n",
+     ("outcome 'payment' needs a list of two or more values",)),
+    ("    outcome: {payment: [approved, declined]}\n", "    outcome: {price: [approved, declined]}\n",
+     ("outcome 'price' has the name of a variable",)),
+    ("    results: [airline, flight_number, departure_time, price]\n",
+     "    results: [airline, flight_number, departure_time, price, booking_ref]\n",
+     ("tool 'charge_card' returns 'booking_ref', which tool 'search_flights' returns too",)),
+    ("  - id: payment_declined\n    role: agent\n    call: charge_card\n", "  - id: payment_declined\n    role: agent\n",
+     ("node 'confirm_booking'", "edge confirm_booking -> payment_declined reads 'payment'",
+      "neither 'confirm_booking' nor 'payment_declined' calls it")),
+    ("    call: search_flights\n", "",
+     ("field 'tools.search_flights'", "tool 'search_flights' is called by no node")),
+    ("    check: payment == 'declined'\n", "    check: paymnt == 'declined'\n", ("undefined variable 'paymnt'",)),
+    ("    check: payment == 'declined'\n", "    check: payment > 3\n", ("incompatible types",)),
+])
+def test_tool_errors_name_file_line_node_field(old, new, expect):
+    assert old in TOOLS
+    with pytest.raises(WorkflowError) as info:
+        parse_workflow(TOOLS.replace(old, new, 1), source="tools.yaml")
+    message = str(info.value)
+    assert "\n" not in message and message.startswith("tools.yaml:"), message
+    for fragment in expect:
+        assert fragment in message, message
+
+
+def scenario_on(wf, *steps):
+    """A held-out scenario on the first path that walks through ``steps`` in this order."""
+    for path in enumerate_paths(wf):
+        at = [path.nodes.index(s) if s in path.nodes else -1 for s in steps]
+        if min(at) >= 0 and at == sorted(at):
+            return sample_scenario(wf, path, 0, f"t-{path.id}", held_out=True), path
+    raise AssertionError(steps)
+
+
+def test_the_environment_answers_from_the_scenario_and_the_path(wf):
+    scenario, path = scenario_on(wf, "payment_declined", "booking_confirmed")
+    env = Environment(wf, scenario, path)
+    v = scenario.values
+    found = env.answer({"name": "search_flights", "arguments": {k: v[k] for k in wf.tools["search_flights"].arguments}})
+    assert found == {k: v[k] for k in ("airline", "flight_number", "departure_time", "price")}
+    card = {"card_last4": v["card_last4"]}
+    assert env.answer(ToolCall("charge_card", card)) == {"booking_ref": v["booking_ref"], "payment": "declined"}
+    assert env.answer(json.dumps({"name": "charge_card", "arguments": {"card_last4": v["other_card"]}})) == {
+        "booking_ref": v["booking_ref"], "payment": "approved"}
+    assert env.answer(ToolCall("charge_card", card))["payment"] == "approved"       # past the path: its last answer
+    assert [a.failed for a in env.log] == [False] * 4
+    booked, path = scenario_on(wf, "booking_confirmed")
+    assert "payment_declined" not in path.nodes
+    assert Environment(wf, booked, path).answer(ToolCall("charge_card", card))["payment"] == "approved"
+    walked, path = scenario_on(wf, "walk_away")                 # a path that never pays: the first outcome
+    assert Environment(wf, walked, path).answer(ToolCall("charge_card", card))["payment"] == "approved"
+
+
+@pytest.mark.parametrize("call, reason", [
+    ('{"name": "search_flights", "arguments": {', "not valid JSON"),
+    ('["search_flights"]', "a call is a JSON object"),
+    ({"name": "book_hotel", "arguments": {}}, "unknown tool 'book_hotel' (tools: charge_card, search_flights)"),
+    ({"arguments": {}}, "unknown tool None"),
+    ({"name": "charge_card", "arguments": {}}, "charge_card: missing argument card_last4"),
+    ({"name": "charge_card", "arguments": {"card_last4": "1234", "cvv": "999"}},
+     "charge_card: unexpected argument cvv (it takes card_last4)"),
+    ({"name": "charge_card", "arguments": "{not json"}, "arguments are not valid JSON"),
+    ({"name": "charge_card", "arguments": [1]}, "the arguments must be a JSON object"),
+])
+def test_a_call_that_cannot_be_answered_is_an_error_the_agent_sees(wf, call, reason):
+    with pytest.raises(ToolError) as info:
+        read_call(wf, call)
+    assert reason in str(info.value)
+    scenario, path = scenario_on(wf, "booking_confirmed")
+    env = Environment(wf, scenario, path)
+    answer = env.answer(call)                                  # never raises
+    assert answer == {"error": str(info.value)} and env.log[-1].failed
+    assert env.answer({"name": "charge_card", "arguments": '{"card_last4": "1234"}'})["payment"] == "approved"
+
+
+def test_a_handler_stands_in_for_the_scenario_and_its_failure_is_an_answer(wf):
+    scenario, path = scenario_on(wf, "booking_confirmed")
+
+    def search(**arguments):
+        return {"airline": "Test Air", "flight_number": 1, "departure_time": "noon", "price": 10}
+
+    def charge(card_last4):
+        raise ConnectionError("the bank did not answer")
+
+    env = Environment(wf, scenario, path, handlers={"search_flights": search, "charge_card": charge})
+    v = scenario.values
+    assert env.answer(ToolCall("search_flights", {k: v[k] for k in wf.tools["search_flights"].arguments}))[
+        "airline"] == "Test Air"
+    assert env.answer(ToolCall("charge_card", {"card_last4": "1"})) == {
+        "error": "charge_card failed: ConnectionError: the bank did not answer"}
