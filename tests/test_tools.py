@@ -133,3 +133,66 @@ def test_a_handler_stands_in_for_the_scenario_and_its_failure_is_an_answer(wf):
         "airline"] == "Test Air"
     assert env.answer(ToolCall("charge_card", {"card_last4": "1"})) == {
         "error": "charge_card failed: ConnectionError: the bank did not answer"}
+
+
+def test_call_text_round_trips_and_tool_turns_are_told_apart(wf):
+    from subterra.tools import call_in, call_text, is_tool_turn, without_tools
+
+    call = ToolCall("charge_card", {"card_last4": "0443"})
+    assert read_call(wf, call_in(call_text(call))) == call
+    assert call_in("<tool_call>\n{\"name\": \"charge_card\"") == '{"name": "charge_card"'      # cut off: still a call
+    assert call_in("I'll book that now.") is None
+    turns = [{"role": "user", "content": "Book it."}, {"role": "assistant", "content": call_text(call)},
+             {"role": "tool", "content": '{"payment": "approved"}'}, {"role": "assistant", "content": "Booked!"}]
+    assert [is_tool_turn(m) for m in turns] == [False, True, True, False]
+    assert without_tools(turns) == [turns[0], turns[3]]
+
+
+@pytest.fixture(scope="module")
+def dialogues(wf, tmp_path_factory):
+    from subterra.synthesis import read_dialogues, synthesize
+
+    out = tmp_path_factory.mktemp("tools-corpus")
+    synthesize(wf, 120, out, "offline", progress=False)
+    return read_dialogues(out / "dialogues.jsonl")
+
+
+def test_the_teacher_writes_each_call_its_answer_and_a_turn_that_uses_it(wf, dialogues):
+    """Before an agent step that calls a tool: the call (the customer's values as said, a slip included) and the
+    environment's answer; the step's words then state what the answer holds. Payment: declined where the
+    path goes to payment_declined, approved where it goes on to a booking."""
+    from subterra.tools import call_in, without_tools
+
+    outcomes = []
+    for row in dialogues:
+        values = json.loads(row["scenario"])["values"]
+        turns, nodes = row["messages"][1:], row["nodes"]
+        for k, (m, node) in enumerate(zip(turns, nodes)):
+            if m["role"] == "assistant" and call_in(m["content"]):
+                call = read_call(wf, call_in(m["content"]))
+                assert wf.nodes[node].call == call.name and nodes[k + 1] == nodes[k + 2] == node
+                answer = json.loads(turns[k + 1]["content"])
+                assert turns[k + 1]["role"] == "tool" and turns[k + 2]["role"] == "assistant"
+                slipped = json.loads(row["scenario"])["persona"]["challenge"] == "corrects_earlier"
+                if call.name == "search_flights":
+                    assert slipped or call.arguments["destination"] == values["destination"]
+                    assert answer == {k: values[k] for k in ("airline", "flight_number", "departure_time", "price")}
+                    assert str(answer["flight_number"]) in turns[k + 2]["content"] or \
+                        str(answer["price"]) in turns[k + 2]["content"]
+                else:
+                    outcomes.append((node, answer["payment"]))
+        assert not any(call_in(m["content"]) for m in without_tools(row["messages"]) if m["role"] == "assistant")
+    assert {("payment_declined", "declined"), ("booking_confirmed", "approved")} <= set(outcomes)
+    assert all((node == "payment_declined") == (payment == "declined") for node, payment in outcomes)
+
+
+def test_the_loss_counts_the_agents_calls_never_the_tools_answers(dialogues):
+    from subterra.encoding import IGNORE, encode_dialogue, fit_tokenizer
+
+    row = next(r for r in dialogues if "payment_declined" in r["nodes"])
+    tokenizer = fit_tokenizer([m["content"] for r in dialogues[:40] for m in r["messages"]], 600)
+    ids, labels = encode_dialogue(tokenizer, row["messages"])
+    trained = tokenizer.decode([t for t in labels if t != IGNORE])
+    for m in row["messages"][1:]:
+        assert (m["content"] in trained) == (m["role"] == "assistant"), m
+    assert trained.count("<tool_call>") == sum("<tool_call>" in m["content"] for m in row["messages"]) >= 3

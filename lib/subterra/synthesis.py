@@ -32,6 +32,7 @@ from .conformance import copied_variables, lookups, required_values, slot_names,
 from .paths import Path, enumerate_paths
 from .scenarios import Scenario, sample_scenario
 from .store import append_jsonl, read_jsonl, save_dataset
+from .tools import TOOL_ROLE, Environment, ToolCall, answer_text, call_in, call_text
 from .workflow import Workflow, render
 
 # Paper sizes: travel 2,125 dialogues (1,912 train / 213 eval); Zoom 6,264 training; insurance 3,000.
@@ -334,12 +335,35 @@ def _facts(values: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _history_line(turn: Turn) -> str:
+    if turn.role == TOOL_ROLE:
+        return f"(The business's system answers: {turn.content})"
+    if turn.role == "assistant" and call_in(turn.content):
+        return f"(The assistant calls a tool: {call_in(turn.content)})"
+    return f"{'Assistant' if turn.role == 'assistant' else 'Customer'}: {turn.content}"
+
+
+CALLING_MOVES = ("", "after_aside")        # the moves that take an agent step (not a re-ask, not a goodbye)
+
+
+def tool_turns(workflow: Workflow, step: Step, scenario: Scenario, environment: Environment) -> list[Turn]:
+    """The call an agent step makes before it speaks, and the answer (none for a step that calls nothing):
+    the arguments are the customer's values as they stand at this step."""
+    tool = workflow.tools.get(workflow.nodes[step.node].call) if step.node and step.role == "agent" else None
+    if tool is None or step.move not in CALLING_MOVES:
+        return []
+    values = step.values(scenario)
+    call = ToolCall(tool.name, {name: values[name] for name in tool.arguments})
+    return [Turn("assistant", call_text(call), step.node),
+            Turn(TOOL_ROLE, answer_text(environment.answer(call)), step.node)]
+
+
 def turn_request(workflow: Workflow, script: list[Step], step: int, scenario: Scenario, turns: list[Turn],
                  sample: str = "") -> Request:
     """The request for the turn ``script[step]``, with its offline stand-in attached."""
     current = script[step]
     speaker = "assistant" if current.role == "agent" else "customer"
-    history = "\n".join(f"{'Assistant' if t.role == 'assistant' else 'Customer'}: {t.content}" for t in turns)
+    history = "\n".join(_history_line(t) for t in turns)
     info, values = current.info, current.values(scenario)
     told = None                                        # what the offline agent may speak of: only an agent's turn asks
     if current.role == "agent":
@@ -374,7 +398,9 @@ async def write_dialogue(workflow: Workflow, path: Path, scenario: Scenario, bac
     turns: list[Turn] = []
     usage, dollars = Usage(), 0.0
     script = script_dialogue(workflow, path, scenario)
+    environment = Environment(workflow, scenario, path)
     for step, planned in enumerate(script):
+        turns += tool_turns(workflow, planned, scenario, environment)
         request = turn_request(workflow, script, step, scenario, turns, sample=dialogue_id or scenario.id)
         completion: Completion = await backend.acomplete(request)
         usage, dollars = usage + completion.usage, dollars + completion.dollars

@@ -24,6 +24,12 @@ from .scenarios import Scenario
 from .workflow import Tool, Workflow
 
 
+# The text form of a call (a chat template without tool support, such as SmolLM2's, renders it as it renders
+# any turn): the agent's turn is the call alone, between these tags; the answer comes back as a "tool" turn.
+CALL_OPEN, CALL_CLOSE = "<tool_call>", "</tool_call>"
+TOOL_ROLE = "tool"
+
+
 class ToolError(ValueError):
     """A call the business's systems cannot answer; its message is what the agent is told."""
 
@@ -35,6 +41,35 @@ class ToolCall:
 
     def to_json(self) -> str:
         return json.dumps({"name": self.name, "arguments": self.arguments}, ensure_ascii=False)
+
+
+def call_text(call: ToolCall) -> str:
+    """A call as the agent writes it (the text form)."""
+    return f"{CALL_OPEN}\n{call.to_json()}\n{CALL_CLOSE}"
+
+
+def call_in(reply: str) -> str | None:
+    """The call an agent's reply makes (the text between the tags, for :func:`read_call`), or None when the
+    reply speaks to the customer. A reply cut off before its closing tag is still a call."""
+    text = reply.strip()
+    if not text.startswith(CALL_OPEN):
+        return None
+    return text[len(CALL_OPEN):].split(CALL_CLOSE, 1)[0].strip()
+
+
+def answer_text(answer: Mapping[str, Any]) -> str:
+    """An answer as the agent reads it, in a "tool" turn."""
+    return json.dumps(dict(answer), ensure_ascii=False)
+
+
+def is_tool_turn(message: Mapping[str, Any]) -> bool:
+    """Is this message a call or a tool's answer (not said between the agent and the customer)?"""
+    return message["role"] == TOOL_ROLE or (message["role"] == "assistant" and call_in(message["content"]) is not None)
+
+
+def without_tools(messages: list[dict]) -> list[dict]:
+    """The conversation as the customer has it: calls and answers left out."""
+    return [m for m in messages if not is_tool_turn(m)]
 
 
 def read_call(workflow: Workflow, call: str | Mapping | ToolCall) -> ToolCall:
