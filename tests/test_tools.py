@@ -196,3 +196,86 @@ def test_the_loss_counts_the_agents_calls_never_the_tools_answers(dialogues):
     for m in row["messages"][1:]:
         assert (m["content"] in trained) == (m["role"] == "assistant"), m
     assert trained.count("<tool_call>") == sum("<tool_call>" in m["content"] for m in row["messages"]) >= 3
+
+
+def test_the_controllers_call_their_tools_and_the_answer_decides_the_payment_branch(wf):
+    """The oracle and the script controller call each step's tool themselves and speak with its answer; at the
+    card, the charge's outcome picks the branch. Judged as a perfect agent is: 5 on every criterion."""
+    from dataclasses import asdict
+
+    from subterra.judge import CRITERIA, OfflineJudge, judge_transcripts
+    from subterra.simulation import OfflineUser, Oracle, Orchestrated, converse, evaluation_scenarios
+    from subterra.tools import call_in
+
+    paths = {p.id: p for p in enumerate_paths(wf)}
+    scenarios = evaluation_scenarios(wf, 24)
+    for condition in (Oracle(wf), Orchestrated(wf)):
+        transcripts = [asdict(converse(condition, OfflineUser(wf, s, paths[s.path_id]), wf, s, paths[s.path_id]))
+                       for s in scenarios]
+        declined = 0
+        for t in transcripts:
+            messages = t["messages"]
+            for k, m in enumerate(messages):
+                if m["role"] == "tool":
+                    answer = json.loads(m["content"])
+                    assert "error" not in answer and call_in(messages[k - 1]["content"])
+                    if answer.get("payment") == "declined":
+                        declined += 1
+                        assert "declined" in messages[k + 1]["content"], messages[k + 1]
+        assert declined >= 2, condition.name
+        scores = judge_transcripts(transcripts, OfflineJudge(wf), progress=False)
+        assert all(s.scores[c] in (5, None) for s in scores for c in CRITERIA), condition.name   # None: no challenge
+        assert not any(s.failure for s in scores), condition.name
+
+
+class Scripted:
+    """A condition that says what it is given, one reply a turn (a model making mistakes)."""
+
+    name, label, batched, speaker, needs_frontier = "scripted", "", False, None, False
+
+    def __init__(self, replies):
+        self.replies = list(replies)
+
+    def reset(self, scenario):
+        self.left = list(self.replies)
+
+    def respond(self, messages):
+        from subterra.conditions import AgentTurn
+
+        return AgentTurn(self.left.pop(0) if self.left else "Goodbye.", 1, 1, 0.0, 0.0)
+
+
+@pytest.mark.parametrize("bad, reason", [
+    ("<tool_call>\n{\"name\": \"search_flights\", \"arguments\": {\n</tool_call>", "not valid JSON"),
+    ('<tool_call>\n{"name": "find_hotel", "arguments": {}}\n</tool_call>', "unknown tool 'find_hotel'"),
+    ('<tool_call>\n{"name": "search_flights", "arguments": {"origin": "Oslo"}}\n</tool_call>', "missing arguments"),
+    ('<tool_call>{"name": "charge_card", "arguments": {"card_last4": "1"', None),       # cut off: still a call
+])
+def test_a_bad_call_is_an_error_the_agent_sees_and_the_conversation_goes_on(wf, bad, reason):
+    from subterra.simulation import OfflineUser, converse, evaluation_scenarios
+
+    scenario = evaluation_scenarios(wf, 1)[0]
+    path = next(p for p in enumerate_paths(wf) if p.id == scenario.path_id)
+    greeting = "Hi there! I can find and book flights for you. Where are you hoping to go, and when?"
+    t = converse(Scripted([bad, greeting]), OfflineUser(wf, scenario, path), wf, scenario, path)
+    assert t.error is None and t.messages[0]["content"] == bad and t.messages[1]["role"] == "tool"
+    answer = json.loads(t.messages[1]["content"])
+    if reason is None:
+        assert "error" in answer or "payment" in answer
+    else:
+        assert reason in answer["error"]
+    assert t.messages[2]["content"] == greeting and t.messages[3]["role"] == "user"     # the customer answers
+    assert t.trace_nodes[0] == "greet"                          # the listener hears the conversation as said
+
+
+def test_an_agent_that_only_calls_is_told_then_stopped(wf):
+    from subterra.simulation import MAX_CALLS, OfflineUser, converse, evaluation_scenarios
+
+    scenario = evaluation_scenarios(wf, 1)[0]
+    path = next(p for p in enumerate_paths(wf) if p.id == scenario.path_id)
+    call = '<tool_call>\n{"name": "charge_card", "arguments": {"card_last4": "1"}}\n</tool_call>'
+    t = converse(Scripted([call] * 10), OfflineUser(wf, scenario, path), wf, scenario, path)
+    answers = [json.loads(m["content"]) for m in t.messages if m["role"] == "tool"]
+    assert len(answers) == MAX_CALLS + 2 and t.stop_reason == "tool_loop" and t.error is None
+    assert all("error" not in a for a in answers[:MAX_CALLS]) and "answer the customer" in answers[MAX_CALLS]["error"]
+    assert not any(m["role"] == "user" for m in t.messages) and not t.valid_path

@@ -15,6 +15,7 @@
 
 from __future__ import annotations
 
+import json
 import random
 import time
 from dataclasses import dataclass
@@ -26,6 +27,7 @@ from .conformance import extract_values, lookups, matcher_for, read_reply, slot_
 from .customer import LEAVING
 from .paths import back_edges, enumerate_paths
 from .scenarios import Scenario
+from .tools import TOOL_ROLE, ToolCall, call_text
 from .workflow import SLOT, SLOT_NAME, Workflow
 
 
@@ -131,12 +133,21 @@ class Orchestrated(Condition):
         self.again = False            # asking the current step again
         self.leaving = False          # the customer is leaving mid-procedure
         self.used: set[str] = set()   # the script's sentences said so far
+        self.calling: ToolCall | None = None            # the call this turn makes (a tool the step needs)
+        self.deciding: tuple[str, str] | None = None    # (source, reply) of a branch its call's answer decides
 
     def known(self, messages: list[dict]) -> dict[str, Any]:
-        """What the controller may use: values the customer said (later mentions win) and look-ups."""
+        """What the controller may use: values the customer said (later mentions win), look-ups from the
+        business's systems (the scenario's), and what its tools answered (the latest answer wins)."""
         said = extract_values(self.workflow, "\n".join(m["content"] for m in messages if m["role"] == "user"))
         said = {k: v for k, v in said.items() if k not in self.lookups}
-        return {**said, **{k: v for k, v in self.scenario.values.items() if k in self.lookups}}
+        returned = {name for tool in self.workflow.tools.values() for name in tool.returns}
+        business = {k: v for k, v in self.scenario.values.items() if k in self.lookups and k not in returned}
+        answers: dict[str, Any] = {}
+        for m in messages:
+            if m["role"] == TOOL_ROLE:
+                answers.update(_answer(m["content"]))
+        return {**said, **business, **answers}
 
     def route(self, messages: list[dict], known: dict[str, Any]) -> str:
         """The agent step for this turn, from the customer's last reply and what is ``known`` (:meth:`known`)."""
@@ -171,6 +182,11 @@ class Orchestrated(Condition):
             way = matcher_for(wf, "user").way_on(reply, known, source)
             options = [e for e in options if e.target == way] if way is not None else \
                 [e for e in options if not e.examples] or options
+        unknown = set(wf.outcomes()) - set(known)
+        waiting = [e for e in options if e.check is not None and e.check.names & unknown]
+        if waiting and wf.nodes[waiting[0].target].call:        # the call's answer decides: call, then choose
+            self.deciding = (source, reply)
+            return waiting[0].target
         chosen = next((e for e in options if e.check is not None and e.check.names <= set(known)
                        and _safe(e.check, known)), None)
         if chosen is None:
@@ -181,13 +197,25 @@ class Orchestrated(Condition):
 
     def prompt(self, messages: list[dict]) -> list[dict] | None:
         self.heard = self.known(messages)               # once per turn: the script and the prompt reuse it
-        self.node = self.route(messages, self.heard)
+        if messages and messages[-1]["role"] == TOOL_ROLE:      # the answer to this controller's call: speak
+            if self.deciding is not None:
+                (source, reply), self.deciding = self.deciding, None
+                self.node = self.choose(source, self.heard, reply)
+        else:
+            self.node = self.route(messages, self.heard)
+            tool = self.workflow.tools.get(self.workflow.nodes[self.node].call or "")
+            if tool is not None and not (self.again or self.leaving):      # the step calls before it speaks
+                self.calling = ToolCall(tool.name, {name: self.heard.get(name) for name in tool.arguments})
+                return None
         if self.agent is None:
             return None                           # the script speaks: no model call
         return [{"role": "system", "content": self.system_prompt(self.heard)}] + messages
 
     def turn(self, messages, chat, text, seconds) -> AgentTurn:
         start = time.perf_counter()
+        if self.calling is not None:              # the controller calls the tool itself: no model
+            text, self.calling = call_text(self.calling), None
+            return AgentTurn(text, 0, 0, seconds + time.perf_counter() - start, 0.0, node=self.node)
         if chat is None:
             text = self.script(messages, self.heard)
             node = self.workflow.nodes[self.node]
@@ -256,6 +284,15 @@ class Oracle(Orchestrated):
                 self.taken.add((source, self.plan[k + 1]))
                 return self.plan[k + 1]
         return super().choose(source, known, reply)
+
+
+def _answer(content: str) -> dict[str, Any]:
+    """The values a tool's answer holds (none for an error or an answer that is not JSON)."""
+    try:
+        answer = json.loads(content)
+    except json.JSONDecodeError:
+        return {}
+    return {k: v for k, v in answer.items() if k != "error"} if isinstance(answer, dict) else {}
 
 
 def _safe(check, values) -> bool:

@@ -31,6 +31,7 @@ from typing import Any
 from .backends import Backend, Request, Usage
 from .conformance import (ANSWER_SCORE, extract_values, invalid_steps, lookups, matcher_for, node_names, spoken,
                           checked_facts)
+from .tools import conversation_line, without_tools
 from .workflow import Workflow
 
 CRITERIA = ("task_success", "information_accuracy", "consistency", "graceful_handling", "naturalness")
@@ -189,8 +190,7 @@ class LLMJudge:
 
         scenario = json.loads(transcript["scenario"])
         expected = self.endings[transcript["path_id"]]
-        conversation = "\n".join(f"{'Assistant' if m['role'] == 'assistant' else 'Customer'}: {m['content']}"
-                                 for m in transcript["messages"])
+        conversation = "\n".join(conversation_line(m) for m in transcript["messages"])
         prompt = JUDGE_PROMPT.format(title=self.workflow.title, facts=_facts(scenario["values"]),
                                      expected=expected, conversation=conversation or "(empty)",
                                      challenge="posed a challenge" if transcript["challenged"]
@@ -233,6 +233,7 @@ class OfflineJudge:
     def score(self, transcript: dict) -> Score:
         verdict = Score(transcript["condition"], transcript["scenario_id"], self.name,
                         challenged=transcript["challenged"])
+        transcript = {**transcript, "messages": without_tools(transcript["messages"])}    # as said: trace_nodes' turns
         if transcript.get("error"):
             verdict.error = f"conversation failed: {transcript['error']}"
             return verdict

@@ -26,11 +26,13 @@ from .customer import STOP, LLMUser, OfflineUser
 from .paths import Path, enumerate_paths
 from .scenarios import Scenario, sample_scenario
 from .store import append_jsonl, read_jsonl, save_dataset
+from .tools import TOOL_ROLE, Environment, answer_text, call_in, without_tools
 from .workflow import Workflow
 
 # The conditions live in .conditions, the customer (OfflineUser, LLMUser, STOP) in .customer and what a
 # listener hears in .conformance; they are imported here too, as the simulation's vocabulary.
 N_SCENARIOS = 200          # per domain and condition, as in the paper
+MAX_CALLS = 3              # calls in a row answered before the agent must speak (one more is told so, the next ends it)
 
 
 # --------------------------------------------------------------------------- evaluation scenarios
@@ -81,6 +83,8 @@ class Conversation:
         self.condition, self.user, self.workflow, self.scenario, self.path = condition, user, workflow, scenario, path
         self.max_turns = max_turns
         condition.reset(scenario)
+        self.environment = Environment(workflow, scenario, path) if workflow.tools else None
+        self.calls_in_row = 0                  # calls since the agent last spoke to the customer
         self.messages: list[dict] = []
         self.seconds: list[float] = []
         self.prompts: list[int] = []
@@ -100,22 +104,34 @@ class Conversation:
         return self
 
     def agent(self, turn: AgentTurn) -> None:
-        """Record the agent's turn, then let the customer answer."""
+        """Record the agent's turn, then let the customer answer; a call is answered by the business's systems
+        instead, and the agent goes on (:mod:`subterra.tools`)."""
         self.messages.append({"role": "assistant", "content": turn.text})
         self.seconds.append(turn.seconds)
         self.prompts.append(turn.prompt_tokens)
         self.completions.append(turn.completion_tokens)
         self.dollars += turn.dollars
-        self.customer()
+        call = call_in(turn.text) if self.environment is not None else None
+        if call is None:
+            self.calls_in_row = 0
+            self.customer()
+            return
+        self.calls_in_row += 1
+        answer = self.environment.answer(call) if self.calls_in_row <= MAX_CALLS else {
+            "error": f"{MAX_CALLS} calls in a row: answer the customer before calling again"}
+        self.messages.append({"role": TOOL_ROLE, "content": answer_text(answer)})
+        if self.calls_in_row > MAX_CALLS + 1:                  # told, and still calling
+            self.reason, self.done = "tool_loop", True
 
     def customer(self) -> None:
-        reply = self.user.respond(self.messages)
+        said = without_tools(self.messages)
+        reply = self.user.respond(said)
         self.challenged |= reply.challenge
         if reply.text != STOP:
             self.messages.append({"role": "user", "content": reply.text})
         if reply.stop:
             self.reason, self.done = reply.reason, True
-        elif len(self.messages) >= self.max_turns:
+        elif len(said) + (reply.text != STOP) >= self.max_turns:
             self.done = True
 
     def fail(self, exc: Exception) -> None:
@@ -125,7 +141,8 @@ class Conversation:
     def transcript(self) -> Transcript:
         workflow, scenario, path = self.workflow, self.scenario, self.path
         expected = workflow.nodes[path.nodes[-1]].terminal
-        trace = conformance(workflow, self.messages, scenario.values, expected) if self.messages else None
+        said = without_tools(self.messages)
+        trace = conformance(workflow, said, scenario.values, expected) if said else None
         return Transcript(condition=self.condition.name, scenario_id=scenario.id, path_id=path.id,
                           messages=self.messages, turn_seconds=self.seconds, prompt_tokens=self.prompts,
                           completion_tokens=self.completions, dollars=self.dollars, stop_reason=self.reason,

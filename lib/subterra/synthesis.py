@@ -32,7 +32,7 @@ from .conformance import copied_variables, lookups, required_values, slot_names,
 from .paths import Path, enumerate_paths
 from .scenarios import Scenario, sample_scenario
 from .store import append_jsonl, read_jsonl, save_dataset
-from .tools import TOOL_ROLE, Environment, ToolCall, answer_text, call_in, call_text
+from .tools import TOOL_ROLE, Environment, ToolCall, answer_text, call_text, conversation_line
 from .workflow import Workflow, render
 
 # Paper sizes: travel 2,125 dialogues (1,912 train / 213 eval); Zoom 6,264 training; insurance 3,000.
@@ -335,14 +335,6 @@ def _facts(values: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _history_line(turn: Turn) -> str:
-    if turn.role == TOOL_ROLE:
-        return f"(The business's system answers: {turn.content})"
-    if turn.role == "assistant" and call_in(turn.content):
-        return f"(The assistant calls a tool: {call_in(turn.content)})"
-    return f"{'Assistant' if turn.role == 'assistant' else 'Customer'}: {turn.content}"
-
-
 CALLING_MOVES = ("", "after_aside")        # the moves that take an agent step (not a re-ask, not a goodbye)
 
 
@@ -363,7 +355,7 @@ def turn_request(workflow: Workflow, script: list[Step], step: int, scenario: Sc
     """The request for the turn ``script[step]``, with its offline stand-in attached."""
     current = script[step]
     speaker = "assistant" if current.role == "agent" else "customer"
-    history = "\n".join(_history_line(t) for t in turns)
+    history = "\n".join(conversation_line({"role": t.role, "content": t.content}) for t in turns)
     info, values = current.info, current.values(scenario)
     told = None                                        # what the offline agent may speak of: only an agent's turn asks
     if current.role == "agent":

@@ -72,6 +72,17 @@ def without_tools(messages: list[dict]) -> list[dict]:
     return [m for m in messages if not is_tool_turn(m)]
 
 
+def conversation_line(message: Mapping[str, Any]) -> str:
+    """One message as a line of a conversation shown to a model (a teacher, a judge): who says it, or which
+    call the agent makes and what the business's system answers."""
+    if message["role"] == TOOL_ROLE:
+        return f"(The business's system answers: {message['content']})"
+    call = call_in(message["content"]) if message["role"] == "assistant" else None
+    if call is not None:
+        return f"(The assistant calls a tool: {call})"
+    return f"{'Assistant' if message['role'] == 'assistant' else 'Customer'}: {message['content']}"
+
+
 def read_call(workflow: Workflow, call: str | Mapping | ToolCall) -> ToolCall:
     """A call as the agent wrote it (JSON text, or a mapping), checked against the workflow's tools.
 
