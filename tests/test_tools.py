@@ -279,3 +279,56 @@ def test_an_agent_that_only_calls_is_told_then_stopped(wf):
     assert len(answers) == MAX_CALLS + 2 and t.stop_reason == "tool_loop" and t.error is None
     assert all("error" not in a for a in answers[:MAX_CALLS]) and "answer the customer" in answers[MAX_CALLS]["error"]
     assert not any(m["role"] == "user" for m in t.messages) and not t.valid_path
+
+
+@pytest.fixture(scope="module")
+def oracle_runs(wf):
+    from dataclasses import asdict
+
+    from subterra.simulation import OfflineUser, Oracle, converse, evaluation_scenarios
+
+    paths = {p.id: p for p in enumerate_paths(wf)}
+    return [asdict(converse(Oracle(wf), OfflineUser(wf, s, paths[s.path_id]), wf, s, paths[s.path_id]))
+            for s in evaluation_scenarios(wf, 24)]
+
+
+def _judge(wf, transcript):
+    from subterra.judge import OfflineJudge
+
+    return OfflineJudge(wf).score(transcript)
+
+
+def test_a_look_up_is_judged_against_what_the_tool_returned(wf, oracle_runs):
+    """The flight's price stated otherwise than the search returned it, or a flight stated before any search,
+    is a wrong value (Information Accuracy); the oracle's own turns score 5."""
+    t = next(t for t in oracle_runs if any(m["role"] == "tool" and '"price"' in m["content"] for m in t["messages"]))
+    assert _judge(wf, t).scores["information_accuracy"] == 5
+    k = next(i for i, m in enumerate(t["messages"]) if m["role"] == "tool" and '"price"' in m["content"])
+    price = json.loads(t["messages"][k]["content"])["price"]
+    other = next(p for p in wf.values_of("price") if p != price and str(p) not in str(price))
+    assert f"${price}" in t["messages"][k + 1]["content"], t["messages"][k + 1]
+    wrong = [dict(m) for m in t["messages"]]
+    wrong[k + 1]["content"] = wrong[k + 1]["content"].replace(f"${price}", f"${other}")
+    assert _judge(wf, {**t, "messages": wrong}).scores["information_accuracy"] < 5
+    unsearched = wrong[:k - 1] + [dict(t["messages"][k + 1])] + t["messages"][k + 2:]     # no call, no answer
+    assert _judge(wf, {**t, "messages": unsearched}).scores["information_accuracy"] < 5
+
+
+def test_booking_on_a_declined_card_fails_the_task(wf, oracle_runs):
+    """The branch after the charge is right or wrong by the charge's outcome: saying 'booked' where the bank
+    declined (or without charging at all) is a failure, even where the conversation then ends as its path does."""
+    t = next(t for t in oracle_runs if any('"declined"' in m["content"] for m in t["messages"] if m["role"] == "tool"))
+    assert not _judge(wf, t).failure
+    k = next(i for i, m in enumerate(t["messages"]) if m["role"] == "tool" and '"declined"' in m["content"])
+    booked = next(m for m in reversed(t["messages"]) if m["role"] == "assistant")     # the booking's own words
+    lied = t["messages"][:k + 1] + [dict(booked)]
+    trace = list(t["trace_nodes"])
+    said_before = sum(1 for m in t["messages"][:k + 1] if m["role"] in ("user", "assistant")
+                      and not m["content"].startswith("<tool_call>"))
+    lied_t = {**t, "messages": lied, "trace_nodes": trace[:said_before] + [trace[-1]], "right_ending": True,
+              "valid_path": True, "stop_reason": "terminal:" + (wf.nodes[trace[-1]].terminal or "")}
+    verdict = _judge(wf, lied_t)
+    assert verdict.failure and "rules out" in verdict.reasons["task_success"]
+    uncharged = t["messages"][:k - 1] + [dict(booked)]
+    verdict = _judge(wf, {**lied_t, "messages": uncharged})
+    assert verdict.failure

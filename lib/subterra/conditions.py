@@ -138,7 +138,9 @@ class Orchestrated(Condition):
 
     def known(self, messages: list[dict]) -> dict[str, Any]:
         """What the controller may use: values the customer said (later mentions win), look-ups from the
-        business's systems (the scenario's), and what its tools answered (the latest answer wins)."""
+        business's systems (the scenario's), and what its tools answered (the latest answer wins). An outcome
+        holds for its own call only (the first card's decline is not the second's): :meth:`prompt` adds the
+        one just answered."""
         said = extract_values(self.workflow, "\n".join(m["content"] for m in messages if m["role"] == "user"))
         said = {k: v for k, v in said.items() if k not in self.lookups}
         returned = {name for tool in self.workflow.tools.values() for name in tool.returns}
@@ -147,7 +149,8 @@ class Orchestrated(Condition):
         for m in messages:
             if m["role"] == TOOL_ROLE:
                 answers.update(_answer(m["content"]))
-        return {**said, **business, **answers}
+        outcomes = self.workflow.outcomes()
+        return {**said, **business, **{k: v for k, v in answers.items() if k not in outcomes}}
 
     def route(self, messages: list[dict], known: dict[str, Any]) -> str:
         """The agent step for this turn, from the customer's last reply and what is ``known`` (:meth:`known`)."""
@@ -198,6 +201,7 @@ class Orchestrated(Condition):
     def prompt(self, messages: list[dict]) -> list[dict] | None:
         self.heard = self.known(messages)               # once per turn: the script and the prompt reuse it
         if messages and messages[-1]["role"] == TOOL_ROLE:      # the answer to this controller's call: speak
+            self.heard.update(_answer(messages[-1]["content"]))
             if self.deciding is not None:
                 (source, reply), self.deciding = self.deciding, None
                 self.node = self.choose(source, self.heard, reply)

@@ -31,7 +31,7 @@ from typing import Any
 from .backends import Backend, Request, Usage
 from .conformance import (ANSWER_SCORE, extract_values, invalid_steps, lookups, matcher_for, node_names, spoken,
                           checked_facts)
-from .tools import conversation_line, without_tools
+from .tools import MADE_UP, answers_before, conversation_line
 from .workflow import Workflow
 
 CRITERIA = ("task_success", "information_accuracy", "consistency", "graceful_handling", "naturalness")
@@ -229,11 +229,13 @@ class OfflineJudge:
         self.workflow = workflow
         self.paths = {p.id: p for p in enumerate_paths(workflow)}
         self.lookups = lookups(workflow)
+        self.returned = {name for tool in workflow.tools.values() for name in tool.returns}   # a tool's to say
 
     def score(self, transcript: dict) -> Score:
         verdict = Score(transcript["condition"], transcript["scenario_id"], self.name,
                         challenged=transcript["challenged"])
-        transcript = {**transcript, "messages": without_tools(transcript["messages"])}    # as said: trace_nodes' turns
+        said, returned = answers_before(transcript["messages"])      # as said: trace_nodes' turns
+        transcript = {**transcript, "messages": said, "returned": returned}
         if transcript.get("error"):
             verdict.error = f"conversation failed: {transcript['error']}"
             return verdict
@@ -261,6 +263,33 @@ class OfflineJudge:
         return [right for text in agent for right in checked_facts(self.workflow, text, expected)]
 
     def task_success(self, t: dict, values: dict, agent: list[str]) -> tuple[int, str]:
+        """:meth:`path_success`, at most 2 where the agent took a branch its tool's answer rules out (booked
+        on a declined card) or took one an answer decides without asking (:meth:`against_answers`)."""
+        score, reason = self.path_success(t, values, agent)
+        against = self.against_answers(t, values)
+        if against and score > 2:
+            source, target = against[0]
+            return 2, f"took {source} -> {target}, which its tool's answer rules out (or no call asked)"
+        return score, reason
+
+    def against_answers(self, t: dict, values: dict) -> list[tuple[str, str]]:
+        """The branches the conversation took that read a tool's outcome (the payment) but do not hold for
+        the answer the tool gave before that turn, or were taken with no answer at all."""
+        outcomes = set(self.workflow.outcomes())
+        if not outcomes:
+            return []
+        checks = {(e.source, e.target): e.check for e in self.workflow.edges
+                  if e.check is not None and e.check.names & outcomes}
+        nodes, returned = t["trace_nodes"], t.get("returned") or [{}] * len(t["trace_nodes"])
+        taken = [(i, a, b) for i, (a, b) in enumerate(zip(nodes, nodes[1:]), start=1) if (a, b) in checks]
+        wrong = []
+        for i, a, b in taken:
+            known = {**values, **returned[i]}
+            if not checks[a, b].names & outcomes <= set(returned[i]) or not checks[a, b].evaluate(known):
+                wrong.append((a, b))
+        return wrong
+
+    def path_success(self, t: dict, values: dict, agent: list[str]) -> tuple[int, str]:
         """5 right ending on a valid path; 4 right ending with one off-graph step; 3 right ending otherwise;
         2 no ending but more than half the path's agent steps reached; 1 otherwise. A customer who left
         half-way (``gave_up``) ends the task: 5, 4 or 3 by the off-graph steps before they left, and 3 if the
@@ -287,19 +316,23 @@ class OfflineJudge:
         """Walk the conversation: per agent turn, each value it states with what it should have been.
 
         Yields ``(name, stated, expected)``: for the customer's values, ``expected`` is what the
-        customer last said (the scenario's value if it has not said it yet); for look-ups, the
-        value the agent itself stated first.
+        customer last said (the scenario's value if it has not said it yet); for a look-up a tool
+        returns, what it returned before this turn (:data:`~subterra.tools.MADE_UP` if none did); for
+        other look-ups, the value the agent itself stated first.
         """
         said: dict[str, Any] = {}
         first: dict[str, Any] = {}
-        for message, node in zip(t["messages"], t["trace_nodes"] + [None] * len(t["messages"])):
+        returned = t.get("returned") or [{}] * len(t["messages"])
+        for i, (message, node) in enumerate(zip(t["messages"], t["trace_nodes"] + [None] * len(t["messages"]))):
             text = message["content"]
             if message["role"] == "user":
                 said.update({k: v for k, v in extract_values(self.workflow, text).items() if k not in self.lookups})
                 continue
             names = node_names(self.workflow, node) if node else None
             for name, stated in extract_values(self.workflow, text, names).items():
-                if name in self.lookups:
+                if name in self.returned:                     # a look-up a tool returns: what it returned
+                    expected = returned[i].get(name, MADE_UP)
+                elif name in self.lookups:
                     expected = first.setdefault(name, stated)
                 else:
                     expected = said.get(name, values.get(name))
@@ -313,8 +346,10 @@ class OfflineJudge:
         """The customer's values the assistant states wrongly (against what the customer said), and the
         product facts it gives from another record than the one the customer asked about (another code's
         fix; ``facts``: :meth:`product_knowledge`, computed here when not given): 0 → 5, 1 → 4, 2 → 3,
-        3-4 → 2, more → 1. Look-ups are Consistency's."""
-        wrong = sum(spoken(s) != spoken(e) for name, s, e in self._statements(t, values) if name not in self.lookups)
+        3-4 → 2, more → 1. A look-up a tool returns counts here, against the tool's answer; other look-ups are
+        Consistency's."""
+        wrong = sum(spoken(s) != spoken(e) for name, s, e in self._statements(t, values)
+                    if name not in self.lookups or name in self.returned)
         others = (self.product_knowledge(values, agent) if facts is None else facts).count(False)
         errors = wrong + others
         score = 5 if errors == 0 else 4 if errors == 1 else 3 if errors == 2 else 2 if errors <= 4 else 1
@@ -324,7 +359,8 @@ class OfflineJudge:
     def consistency(self, t: dict, values: dict, agent: list[str]) -> tuple[int, str]:
         """5 minus one per problem: a look-up value (a flight, a price) stated differently than before,
         or the same assistant turn twice in a row."""
-        changed = sum(spoken(s) != spoken(e) for name, s, e in self._statements(t, values) if name in self.lookups)
+        changed = sum(spoken(s) != spoken(e) for name, s, e in self._statements(t, values)
+                      if name in self.lookups and name not in self.returned)
         repeats = sum(a == b for a, b in zip(agent, agent[1:]))
         return max(1, 5 - changed - repeats), f"{changed} looked-up value(s) changed, {repeats} turn(s) repeated"
 

@@ -83,6 +83,26 @@ def conversation_line(message: Mapping[str, Any]) -> str:
     return f"{'Assistant' if message['role'] == 'assistant' else 'Customer'}: {message['content']}"
 
 
+MADE_UP = "(stated before any tool returned it)"        # what a look-up stated without its call is checked against
+
+
+def answers_before(messages: list[dict]) -> tuple[list[dict], list[dict[str, Any]]]:
+    """The conversation as said (:func:`without_tools`), and for each of its messages the values the tools had
+    returned before it (the latest answer wins; an error returns nothing)."""
+    said, before, returned = [], [], {}
+    for m in messages:
+        if m["role"] == TOOL_ROLE:
+            try:
+                answer = json.loads(m["content"])
+            except json.JSONDecodeError:
+                answer = {}
+            returned.update({k: v for k, v in answer.items() if k != "error"} if isinstance(answer, dict) else {})
+        elif not is_tool_turn(m):
+            said.append(m)
+            before.append(dict(returned))
+    return said, before
+
+
 def read_call(workflow: Workflow, call: str | Mapping | ToolCall) -> ToolCall:
     """A call as the agent wrote it (JSON text, or a mapping), checked against the workflow's tools.
 
