@@ -56,6 +56,7 @@ def test_travel_with_tools_keeps_travels_shape_and_every_path_has_a_scenario(wf)
     ("    call: search_flights\n", "",
      ("field 'tools.search_flights'", "tool 'search_flights' is called by no node")),
     ("    check: payment == 'declined'\n", "    check: paymnt == 'declined'\n", ("undefined variable 'paymnt'",)),
+    ("scenarios_from: travel ", "scenarios_from: Travel ", ("field 'scenarios_from'", "must name a workflow")),
     ("    check: payment == 'declined'\n", "    check: payment > 3\n", ("incompatible types",)),
 ])
 def test_tool_errors_name_file_line_node_field(old, new, expect):
@@ -332,3 +333,23 @@ def test_booking_on_a_declined_card_fails_the_task(wf, oracle_runs):
     uncharged = t["messages"][:k - 1] + [dict(booked)]
     verdict = _judge(wf, {**lied_t, "messages": uncharged})
     assert verdict.failure
+
+
+def test_travel_with_tools_draws_travels_scenarios(wf):
+    """scenarios_from: the same held-out scenarios (values, personas, the same walk but for the paid
+    specialist handoff) and the same training plan as travel, so the two compiles compare pairwise."""
+    from subterra.simulation import evaluation_scenarios
+    from subterra.synthesis import plan_corpus
+
+    travel = load_domain("travel")
+    assert (wf.family, travel.family) == ("travel", "travel")
+    ours, theirs = evaluation_scenarios(wf, 200), evaluation_scenarios(travel, 200)
+    paths, travel_paths = {p.id: p for p in enumerate_paths(wf)}, {p.id: p for p in enumerate_paths(travel)}
+    for a, b in zip(ours, theirs):
+        assert (a.id, a.values, a.persona, a.path_id) == (b.id, b.values, b.persona, b.path_id)
+        walk = [n for n in travel_paths[b.path_id].nodes]
+        if walk[-2:] == ["confirm_booking", "handoff"]:
+            walk[-1] = "specialist_handoff"
+        assert list(paths[a.path_id].nodes) == walk
+    assert [(i, p.nodes[:3]) for i, p, _ in plan_corpus(wf, 300).assignments] == \
+        [(i, p.nodes[:3]) for i, p, _ in plan_corpus(travel, 300).assignments]

@@ -101,7 +101,7 @@ def draw_persona(workflow: Workflow, rng: random.Random, values: dict[str, Any])
 def sample_scenario(workflow: Workflow, path: Path, seed: int | str, scenario_id: str,
                     held_out: bool = False, max_tries: int = 2000) -> Scenario:
     """A scenario for ``path``, reproducible from (seed, scenario_id)."""
-    rng = _rng(workflow.name, seed, scenario_id, held_out)
+    rng = _rng(workflow.family, seed, scenario_id, held_out)
     checks = path_checks(workflow, path)
     for _ in range(max_tries):
         values = draw_values(workflow, rng, held_out)

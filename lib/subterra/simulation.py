@@ -40,11 +40,11 @@ MAX_CALLS = 3              # calls in a row answered before the agent must speak
 def evaluation_scenarios(workflow: Workflow, n: int = N_SCENARIOS, seed: int = 0) -> list[Scenario]:
     """``n`` scenarios with held-out values, identical for every condition (paired by id)."""
     paths = enumerate_paths(workflow)
-    rng = random.Random(f"evaluation:{workflow.name}:{seed}")
+    rng = random.Random(f"evaluation:{workflow.family}:{seed}")
     order = list(range(len(paths)))
     rng.shuffle(order)
     chosen = [paths[order[i % len(paths)]] for i in range(n)]
-    return [sample_scenario(workflow, path, f"evaluation-{seed}", f"{workflow.name}-eval-{i:03d}", held_out=True)
+    return [sample_scenario(workflow, path, f"evaluation-{seed}", f"{workflow.family}-eval-{i:03d}", held_out=True)
             for i, path in enumerate(chosen)]
 
 

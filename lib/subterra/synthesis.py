@@ -222,7 +222,7 @@ def script_dialogue(workflow: Workflow, path: Path, scenario: Scenario) -> list[
     if style == "none":
         return steps
     users = [k for k, n in enumerate(path.nodes) if workflow.nodes[n].role == "user"]
-    rng = random.Random(f"challenge:{workflow.name}:{scenario.id}")
+    rng = random.Random(f"challenge:{workflow.family}:{scenario.id}")
     first = rng.randint(0, max(0, min(3, len(users) - 2)))
     known = lookups(workflow)
     decisive = set().union(*(e.check.names for e in workflow.edges if e.check is not None))
@@ -423,7 +423,7 @@ def plan_corpus(workflow: Workflow, n: int, seed: int = 0, eval_fraction: float 
     if n < 1:
         raise ValueError("the corpus needs at least one dialogue (n >= 1)")
     paths = enumerate_paths(workflow)
-    rng = random.Random(f"plan:{workflow.name}:{seed}")
+    rng = random.Random(f"plan:{workflow.family}:{seed}")
     if n >= len(paths):
         chosen = [paths[i % len(paths)] for i in range(n)]
     else:
@@ -432,7 +432,7 @@ def plan_corpus(workflow: Workflow, n: int, seed: int = 0, eval_fraction: float 
     n_eval = int(round(n * eval_fraction)) if n >= 10 else 0
     eval_ids = set(rng.sample(range(n), n_eval))
     width = len(str(n - 1))
-    return Plan(workflow, paths, [(f"{workflow.name}-{i:0{width}d}", path, "eval" if i in eval_ids else "train")
+    return Plan(workflow, paths, [(f"{workflow.family}-{i:0{width}d}", path, "eval" if i in eval_ids else "train")
                                   for i, path in enumerate(chosen)])
 
 

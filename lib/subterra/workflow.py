@@ -201,6 +201,13 @@ class Workflow:
     start: str
     source: str | None = None
     tools: dict[str, Tool] = field(default_factory=dict)
+    scenarios_from: str | None = None   # another workflow whose scenarios this one draws (to compare on them)
+
+    @property
+    def family(self) -> str:
+        """The name scenarios are drawn under: this workflow's, or the one it draws its scenarios from (the
+        same values, personas and path numbers, so that runs of the two pair by scenario)."""
+        return self.scenarios_from or self.name
 
     def outcomes(self) -> dict[str, Tool]:
         """Outcome name -> the tool that returns it (``payment`` -> charge_card)."""
@@ -409,12 +416,15 @@ class _Validator:
             self.fail(f"a workflow file must be a YAML mapping, got {_type_name(self.data)}")
         top = self.data
         self.check_keys(top, {"name", "title", "description", "system_prompt", "variables", "held_out",
-                              "catalogue", "tools", "start", "nodes", "edges"}, ())
+                              "catalogue", "tools", "start", "nodes", "edges", "scenarios_from"}, ())
         self.todos()
         name = self.get(top, "name", (), str)
         if not IDENT.match(name):
             self.fail(f"name {name!r} must be lower_snake_case", ("name",))
         title = self.get(top, "title", (), str, required=False, default=name)
+        scenarios_from = self.get(top, "scenarios_from", (), str, required=False)
+        if scenarios_from is not None and not IDENT.match(scenarios_from):
+            self.fail(f"scenarios_from {scenarios_from!r} must name a workflow (lower_snake_case)", ("scenarios_from",))
         description = self.get(top, "description", (), str, required=False, default="")
         system_prompt = self.get(top, "system_prompt", (), str)
         if "\n" in system_prompt:
@@ -437,7 +447,7 @@ class _Validator:
         edges = self.edges(nodes)
         wf = Workflow(name=name, title=title, system_prompt=system_prompt, description=description,
                       variables=variables, held_out=held_out, catalogue=catalogue, nodes=nodes,
-                      edges=edges, start=start, source=self.source, tools=tools)
+                      edges=edges, start=start, source=self.source, tools=tools, scenarios_from=scenarios_from)
         self.slots_and_conditions(wf)
         self.calls(wf)
         self.renewals(wf)
