@@ -353,3 +353,29 @@ def test_travel_with_tools_draws_travels_scenarios(wf):
         assert list(paths[a.path_id].nodes) == walk
     assert [(i, p.nodes[:3]) for i, p, _ in plan_corpus(wf, 300).assignments] == \
         [(i, p.nodes[:3]) for i, p, _ in plan_corpus(travel, 300).assignments]
+
+
+# The tool part of a Qwen2.5-style (Hermes) chat template: a "tool" turn goes to the model as a user turn
+# holding <tool_response>; an assistant's call is its content. The text form renders under it unchanged.
+HERMES = (
+    "{%- for message in messages %}"
+    "{%- if message.role == 'tool' %}"
+    "{%- if loop.index0 == 0 or messages[loop.index0 - 1].role != 'tool' %}{{- '<|im_start|>user' }}{%- endif %}"
+    "{{- '\\n<tool_response>\\n' + message.content + '\\n</tool_response>' }}"
+    "{%- if loop.last or messages[loop.index0 + 1].role != 'tool' %}{{- '<|im_end|>\\n' }}{%- endif %}"
+    "{%- else %}{{- '<|im_start|>' + message.role + '\\n' + message.content + '<|im_end|>\\n' }}{%- endif %}"
+    "{%- endfor %}"
+    "{%- if add_generation_prompt %}{{- '<|im_start|>assistant\\n' }}{%- endif %}")
+
+
+def test_the_text_form_is_what_a_hermes_style_template_expects(dialogues):
+    from subterra.encoding import IGNORE, encode_dialogue, fit_tokenizer
+
+    row = next(r for r in dialogues if "payment_declined" in r["nodes"])
+    tokenizer = fit_tokenizer([m["content"] for r in dialogues[:40] for m in r["messages"]], 600)
+    tokenizer.chat_template = HERMES
+    text = tokenizer.apply_chat_template(row["messages"], tokenize=False)
+    assert "<|im_start|>user\n<tool_response>\n{\"booking_ref\"" in text and "<|im_start|>tool" not in text
+    ids, labels = encode_dialogue(tokenizer, row["messages"])
+    trained = tokenizer.decode([t for t in labels if t != IGNORE])
+    assert "<tool_call>" in trained and "tool_response" not in trained and '"payment"' not in trained
