@@ -379,3 +379,98 @@ def test_the_text_form_is_what_a_hermes_style_template_expects(dialogues):
     ids, labels = encode_dialogue(tokenizer, row["messages"])
     trained = tokenizer.decode([t for t in labels if t != IGNORE])
     assert "<tool_call>" in trained and "tool_response" not in trained and '"payment"' not in trained
+
+
+# --------------------------------------------------------------------------- frontier models: native tool use
+
+def _native_server():
+    """The fake Claude and OpenAI APIs of test_backends_remote, calling a tool when given tools and a customer's
+    words, and answering in words after a tool's answer."""
+    from test_backends_remote import FakeServer
+
+    class ToolServer(FakeServer):
+        @staticmethod
+        def message_json(params):
+            last = params["messages"][-1]["content"]
+            answered = isinstance(last, list) and last[0].get("type") == "tool_result"
+            if params.get("tools") and not answered:
+                content = [{"type": "tool_use", "id": "toolu_1", "name": params["tools"][0]["name"],
+                            "input": {"card_last4": "0443"}}]
+            else:
+                content = [{"type": "text", "text": "Booked." if answered else "Hello."}]
+            return {"id": "msg_fake", "type": "message", "role": "assistant", "model": params["model"],
+                    "content": content, "stop_reason": "end_turn", "usage": {"input_tokens": 3, "output_tokens": 2}}
+
+        def route(self, req, body):
+            from test_backends_remote import http
+
+            if req.url.path == "/v1/messages":
+                return http.Response(200, json=self.message_json(body))
+            if req.url.path.endswith("/chat/completions"):
+                last = body["messages"][-1]
+                if body.get("tools") and last["role"] != "tool":
+                    message = {"role": "assistant", "content": None, "tool_calls": [
+                        {"id": "c1", "type": "function", "function": {
+                            "name": body["tools"][0]["function"]["name"], "arguments": '{"card_last4": "0443"}'}}]}
+                else:
+                    message = {"role": "assistant", "content": "Booked." if last["role"] == "tool" else "Hello."}
+                return http.Response(200, json={"id": "x", "object": "chat.completion", "created": 0,
+                                                "model": body["model"], "choices": [
+                                                    {"index": 0, "finish_reason": "stop", "message": message}]})
+            return super().route(req, body)
+
+    return ToolServer()
+
+
+CHARGE = {"name": "charge_card", "description": "Charge a card.",
+          "parameters": {"type": "object", "properties": {"card_last4": {"type": "string"}}, "required": ["card_last4"]}}
+
+
+@pytest.mark.parametrize("api", ["anthropic", "openai"])
+def test_a_frontier_model_calls_natively_and_the_call_comes_back_in_the_text_form(wf, api):
+    import asyncio
+
+    from subterra.backends import Request
+    from subterra.tools import call_in, call_text
+    from test_backends_remote import anthropic_backend, openai_backend, run_all
+
+    server = _native_server()
+    backend = (anthropic_backend if api == "anthropic" else openai_backend)(server)
+    call = call_text(ToolCall("charge_card", {"card_last4": "0443"}))
+    first = Request(system="s", messages=[{"role": "user", "content": "Book it, card 0443."}], tools=(CHARGE,))
+    then = Request(system="s", messages=first.messages + [{"role": "assistant", "content": call},
+                                                           {"role": "tool", "content": '{"payment": "approved"}'}],
+                   tools=(CHARGE,))
+    made, spoke = asyncio.run(run_all(backend, [first, then]))
+    assert read_call(wf, call_in(made.text)) == ToolCall("charge_card", {"card_last4": "0443"})
+    assert spoke.text == "Booked."
+    body = [b for _, _, b in server.calls if b.get("messages") and len(b["messages"]) >= 3][-1]
+    if api == "anthropic":
+        assert body["tools"] == [{"name": "charge_card", "description": "Charge a card.",
+                                  "input_schema": CHARGE["parameters"]}]
+        use, result = body["messages"][1]["content"][0], body["messages"][2]["content"][0]
+        assert (use["type"], use["name"], use["input"]) == ("tool_use", "charge_card", {"card_last4": "0443"})
+        assert (result["type"], result["tool_use_id"], result["content"]) == (
+            "tool_result", use["id"], '{"payment": "approved"}')
+    else:
+        assert body["tools"] == [{"type": "function", "function": CHARGE}]
+        assistant, tool = body["messages"][-2], body["messages"][-1]
+        assert assistant["tool_calls"][0]["function"] == {"name": "charge_card", "arguments": '{"card_last4": "0443"}'}
+        assert (tool["role"], tool["tool_call_id"]) == ("tool", assistant["tool_calls"][0]["id"])
+    assert Request(system="s", messages=first.messages).key("b", "m") != first.key("b", "m")
+
+
+def test_the_in_context_frontier_condition_gets_the_tools_and_its_calls_are_answered(wf):
+    from subterra.simulation import InContext, OfflineUser, converse, evaluation_scenarios
+    from test_backends_remote import anthropic_backend
+
+    server = _native_server()
+    scenario = evaluation_scenarios(wf, 1)[0]
+    path = next(p for p in enumerate_paths(wf) if p.id == scenario.path_id)
+    condition = InContext(wf, anthropic_backend(server))
+    assert "[first call the tool search_flights" in condition.system
+    t = converse(condition, OfflineUser(wf, scenario, path), wf, scenario, path, max_turns=4)
+    assert t.error is None and t.messages[1]["role"] == "tool"
+    assert [m["role"] for m in t.messages[:3]] == ["assistant", "tool", "assistant"]
+    sent = [b for _, _, b in server.calls if b.get("tools")]
+    assert sent and {x["name"] for x in sent[0]["tools"]} == {"search_flights", "charge_card"}

@@ -27,7 +27,7 @@ from .conformance import extract_values, lookups, matcher_for, read_reply, slot_
 from .customer import LEAVING
 from .paths import back_edges, enumerate_paths
 from .scenarios import Scenario
-from .tools import TOOL_ROLE, ToolCall, call_text
+from .tools import TOOL_ROLE, ToolCall, call_text, tool_schemas
 from .workflow import SLOT, SLOT_NAME, Workflow
 
 
@@ -323,7 +323,8 @@ def serialise_workflow(workflow: Workflow) -> str:
     for node in workflow.nodes.values():
         who = "You" if node.role == "agent" else "The customer"
         end = f" [conversation ends: {node.terminal}]" if node.terminal else ""
-        lines.append(f"- {node.id} ({who}): {node.prompt}{end}")
+        call = f" [first call the tool {node.call}, then speak with its answer]" if node.call else ""
+        lines.append(f"- {node.id} ({who}): {node.prompt}{call}{end}")
         for edge in workflow.successors(node.id):
             lines.append(f"    -> {edge.target}" + (f" if {edge.when}" if edge.when else ""))
     for table, records in workflow.catalogue.items():
@@ -361,7 +362,8 @@ class InContext(Condition):
             return super().respond(messages)
         start = time.perf_counter()
         completion = self.backend.complete(Request(system=self.system, messages=messages or self.opening,
-                                                   max_tokens=self.max_tokens, temperature=0.0, tag="in_context"))
+                                                   max_tokens=self.max_tokens, temperature=0.0, tag="in_context",
+                                                   tools=tool_schemas(self.workflow)))
         u = completion.usage
         return AgentTurn(completion.text.strip(), u.input_tokens + u.cache_read_tokens + u.cache_write_tokens,
                          u.output_tokens, time.perf_counter() - start, completion.dollars)

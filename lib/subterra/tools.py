@@ -103,6 +103,19 @@ def answers_before(messages: list[dict]) -> tuple[list[dict], list[dict[str, Any
     return said, before
 
 
+def tool_schemas(workflow: Workflow) -> tuple[dict, ...]:
+    """The workflow's tools as the APIs take them: name, description and a JSON schema of the arguments (a
+    number where every value of the variable is one, else a string)."""
+    def kind(name: str) -> str:
+        values = workflow.values_of(name)
+        return "number" if values and all(isinstance(v, (int, float)) for v in values) else "string"
+
+    return tuple({"name": t.name, "description": t.description,
+                  "parameters": {"type": "object", "properties": {a: {"type": kind(a)} for a in t.arguments},
+                                 "required": list(t.arguments)}}
+                 for t in workflow.tools.values())
+
+
 def read_call(workflow: Workflow, call: str | Mapping | ToolCall) -> ToolCall:
     """A call as the agent wrote it (JSON text, or a mapping), checked against the workflow's tools.
 

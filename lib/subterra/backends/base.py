@@ -107,6 +107,7 @@ class Request:
     offline: Callable[[random.Random], str] | None = field(default=None, repr=False, compare=False)
     tag: str = ""                             # which role asked, for logs and usage tables
     sample: str = ""                          # tells apart deliberate repeats (e.g. the dialogue id)
+    tools: tuple[dict, ...] = ()              # tools the model may call ({name, description, parameters})
 
     def key(self, backend: str, model: str, variant: str = "") -> str:
         """Cache key over (backend, model, messages, parameters) and the backend's non-default settings.
@@ -115,6 +116,7 @@ class Request:
         the key when empty, so keys made before it existed stay valid.
         """
         fields = [backend, model, self.system, self.messages, self.max_tokens, self.temperature, self.sample]
+        fields += [list(self.tools)] if self.tools else []          # keys made without tools stay valid
         payload = json.dumps(fields + [variant] if variant else fields, sort_keys=True, ensure_ascii=False)
         return hashlib.sha256(payload.encode()).hexdigest()
 

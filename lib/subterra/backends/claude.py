@@ -67,6 +67,7 @@ import anthropic
 from .base import DEFAULT_MODELS, EFFORTS, THINKING, THINKING_ROOM, BackendError, Completion, Request, Usage
 from .retirement import model_not_found, warn_if_retiring
 from .retry import RemoteBackend, names_missing_model, redact
+from .tooluse import anthropic_messages, anthropic_reply, anthropic_tools
 
 SAMPLING_REMOVED = "2026-10-21"      # the first API version that rejects temperature / top_p / top_k
 MAX_BATCH = 100_000                  # the API's limit on requests per batch
@@ -195,10 +196,12 @@ class AnthropicBackend(RemoteBackend):
     def params(self, request: Request, client: anthropic.AsyncAnthropic) -> dict:
         """The Messages API body for ``request``: the system text is one cached block; thinking as set."""
         params: dict[str, Any] = {"model": self.model, "max_tokens": self.max_output(request),
-                                  "messages": request.messages,
+                                  "messages": anthropic_messages(request.messages),
                                   "thinking": thinking_config(self.model, self.thinking)}
         if request.system:
             params["system"] = [{"type": "text", "text": request.system, "cache_control": {"type": "ephemeral"}}]
+        if request.tools:
+            params["tools"] = anthropic_tools(request.tools)
         if self.effort:
             params["output_config"] = {"effort": self.effort}
         if self._sends_temperature(client):
@@ -209,7 +212,8 @@ class AnthropicBackend(RemoteBackend):
         params = self.params(request, client)
         extra = {"temperature": params.pop("temperature")} if "temperature" in params else None
         message = await client.messages.create(**params, extra_body=extra)
-        return Completion(text=text_of(message), usage=usage_of(message), model=self.model, backend=self.name)
+        return Completion(text=anthropic_reply(message) or text_of(message), usage=usage_of(message), model=self.model,
+                          backend=self.name)
 
     async def acomplete(self, request: Request) -> Completion:
         if self.batch:
@@ -256,7 +260,8 @@ class AnthropicBackend(RemoteBackend):
         async for item in await client.messages.batches.results(batch_id):
             result = item.result
             if result.type == "succeeded":
-                outcomes[item.custom_id] = Completion(text=text_of(result.message), usage=usage_of(result.message),
+                text = anthropic_reply(result.message) or text_of(result.message)
+                outcomes[item.custom_id] = Completion(text=text, usage=usage_of(result.message),
                                                       model=self.model, backend=self.name)
             else:
                 outcomes[item.custom_id] = BackendError(self._failure(batch_id, item.custom_id, result))

@@ -39,6 +39,7 @@ import openai
 from .base import DEFAULT_MODELS, EFFORTS, THINKING, THINKING_ROOM, BackendError, Completion, Request, Usage
 from .retirement import warn_if_retiring
 from .retry import RemoteBackend
+from .tooluse import openai_messages, openai_reply, openai_tools
 
 NO_KEY = "not-needed"        # what a local server is sent as its key
 _GPT = re.compile(r"^gpt-(\d+)(?:\.(\d+))?")
@@ -141,7 +142,10 @@ class OpenAIBackend(RemoteBackend):
         """The chat completions body for ``request``: the system text first, then the conversation."""
         system = [{"role": "system", "content": request.system}] if request.system else []
         limit = "max_tokens" if self.base_url else "max_completion_tokens"
-        body = {"model": self.model, "messages": system + list(request.messages), limit: self.max_output(request)}
+        body = {"model": self.model, "messages": system + openai_messages(request.messages),
+                limit: self.max_output(request)}
+        if request.tools:
+            body["tools"] = openai_tools(request.tools)
         if not self.reasoning:
             body["temperature"] = request.temperature
         elif self._reasoning_effort():
@@ -150,7 +154,8 @@ class OpenAIBackend(RemoteBackend):
 
     async def _create(self, client: openai.AsyncOpenAI, request: Request) -> Completion:
         response = await client.chat.completions.create(**self.params(request))
-        return Completion(text=text_of(response), usage=usage_of(response), model=self.model, backend=self.name)
+        return Completion(text=openai_reply(response) or text_of(response), usage=usage_of(response), model=self.model,
+                          backend=self.name)
 
     def __repr__(self) -> str:
         where = f", base_url={self.base_url!r}" if self.base_url else ""
