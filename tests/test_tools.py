@@ -474,3 +474,23 @@ def test_the_in_context_frontier_condition_gets_the_tools_and_its_calls_are_answ
     assert [m["role"] for m in t.messages[:3]] == ["assistant", "tool", "assistant"]
     sent = [b for _, _, b in server.calls if b.get("tools")]
     assert sent and {x["name"] for x in sent[0]["tools"]} == {"search_flights", "charge_card"}
+
+
+def test_the_langgraph_stand_in_calls_a_steps_tool_natively_before_it_speaks(wf):
+    pytest.importorskip("langgraph")
+    from subterra.langgraph_agent import LangGraphCondition
+    from subterra.simulation import OfflineUser, converse, evaluation_scenarios
+    from test_backends_remote import anthropic_backend
+
+    server = _native_server()
+    scenario = evaluation_scenarios(wf, 1)[0]
+    path = next(p for p in enumerate_paths(wf) if p.id == scenario.path_id)
+    t = converse(LangGraphCondition(wf, anthropic_backend(server)), OfflineUser(wf, scenario, path), wf, scenario,
+                 path, max_turns=6)
+    roles = [m["role"] for m in t.messages]
+    assert t.error is None and "tool" in roles
+    k = roles.index("tool")
+    assert roles[k - 1] == "assistant" and roles[k + 1] == "assistant"       # the call, its answer, the words
+    with_tools = [b for _, _, b in server.calls if b.get("tools")]
+    assert [x["name"] for x in with_tools[0]["tools"]] == ["search_flights"]
+    assert "First call the tool search_flights" in with_tools[0]["system"][0]["text"]

@@ -20,6 +20,7 @@ from typing import TypedDict
 from .backends import Backend, Request, Usage
 from .conditions import AgentTurn, Condition
 from .scenarios import Scenario
+from .tools import TOOL_ROLE, tool_schemas
 from .workflow import Workflow
 
 ROUTER = """You route a customer-service conversation through a procedure. Read the conversation and \
@@ -58,6 +59,7 @@ class LangGraphCondition(Condition):
 
     def reset(self, scenario: Scenario) -> None:
         self.node = None
+        self.deciding: str | None = None      # the step whose branch the last call's answer decides
 
     def options(self, node: str | None) -> list[tuple[str, str]]:
         """(next agent node, description) pairs reachable in one exchange from ``node``."""
@@ -78,25 +80,48 @@ class LangGraphCondition(Condition):
         return completion.text.strip()
 
     def _route(self, state: _State) -> dict:
-        options = self.options(state["node"])
+        answered = bool(state["messages"]) and state["messages"][-1]["role"] == TOOL_ROLE
+        if answered and self.deciding is None:          # the step called its tool: it speaks with the answer
+            return {"node": state["node"]}
+        source = self.deciding if answered else state["node"]
+        self.deciding = None
+        options = self.options(source)
         if len({target for target, _ in options}) == 1:
-            return {"node": options[0][0]}
-        listing = "\n".join(f"{i + 1}. {text}" for i, (_, text) in enumerate(options))
-        answer = self._call(state, Request(system=ROUTER.format(options=listing), messages=state["messages"],
-                                           max_tokens=5, temperature=0.0, tag="langgraph-router"))
-        number = re.search(r"\d+", answer)
-        pick = int(number.group()) - 1 if number else 0
-        return {"node": options[pick if 0 <= pick < len(options) else 0][0], "usage": state["usage"],
+            target = options[0][0]
+        else:
+            listing = "\n".join(f"{i + 1}. {text}" for i, (_, text) in enumerate(options))
+            answer = self._call(state, Request(system=ROUTER.format(options=listing), messages=state["messages"],
+                                               max_tokens=5, temperature=0.0, tag="langgraph-router"))
+            number = re.search(r"\d+", answer)
+            pick = int(number.group()) - 1 if number else 0
+            target = options[pick if 0 <= pick < len(options) else 0][0]
+        if not answered and self._turns_on_a_call(source, target):     # call first; its answer picks the branch
+            self.deciding = source
+        return {"node": target, "usage": state["usage"],
                 "dollars": state["dollars"]}
+
+    def _turns_on_a_call(self, source: str | None, target: str) -> bool:
+        """Is the way from ``source`` to ``target`` a branch that reads the outcome of the tool ``target`` calls
+        (the card's charge)? Then the router goes through the call and routes again with its answer."""
+        outcomes = set(self.workflow.outcomes())
+        return bool(self.workflow.nodes[target].call) and any(
+            e.target == target and e.check is not None and e.check.names & outcomes
+            for to_user in (self.workflow.successors(source) if source else ())
+            for e in self.workflow.successors(to_user.target))
 
     def _speaker(self, node_id: str):
         node = self.workflow.nodes[node_id]
+        schemas = {t["name"]: t for t in tool_schemas(self.workflow)}
 
         def speak(state: _State) -> dict:
             system = f"{self.workflow.system_prompt}\nCurrent step: {node.prompt}\nSpeak as the assistant."
             messages = state["messages"] or [{"role": "user", "content": "(The customer has just connected.)"}]
+            tools = ()
+            if node.call and not (messages and messages[-1]["role"] == TOOL_ROLE):     # a tool node first
+                tools = (schemas[node.call],)
+                system += f"\nFirst call the tool {node.call} with the customer's details."
             reply = self._call(state, Request(system=system, messages=messages, max_tokens=400, temperature=0.0,
-                                              tag="langgraph-node"))
+                                              tag="langgraph-node", tools=tools))
             return {"reply": reply, "usage": state["usage"], "dollars": state["dollars"]}
 
         return speak
