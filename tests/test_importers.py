@@ -18,7 +18,7 @@ from subterra.backends import Backend, Completion, Usage  # noqa: E402
 from subterra.cli import main  # noqa: E402
 from subterra.importers import GraphImportError, import_langgraph  # noqa: E402
 from subterra.scenarios import sample_scenario  # noqa: E402
-from subterra.workflow import WorkflowError  # noqa: E402
+from subterra.workflow import WorkflowError, parse_workflow  # noqa: E402
 
 
 class State(TypedDict, total=False):
@@ -719,8 +719,13 @@ def test_a_tool_loop_is_one_agent_turn():
     builder.add_conditional_edges("assistant", tools_condition)
     builder.add_edge("tools", "assistant")
     imported = import_langgraph(builder, "tool_loop")
-    workflow = imported.workflow()
+    # the ToolNode's tool is the workflow's: what the customer gives it and what it returns are left TODO
+    assert [field for _, field in imported.todos] == ["variables.order[0]", "variables.order_status_result[0]"]
+    with pytest.raises(WorkflowError, match="2 TODOs left to fill"):
+        imported.workflow()
+    workflow = parse_workflow(re.sub(r'"TODO:[^"]*"', '"A1"', imported.text))
     assert list(workflow.nodes) == ["assistant"] and workflow.terminals == {"assistant": "success"}
+    assert workflow.nodes["assistant"].call == "order_status"
     assert "'tools' (a ToolNode) is an inner step of 'assistant': merged into it" in imported.notes
 
 

@@ -278,6 +278,12 @@ def test_a_tool_loop_is_the_calling_steps_own_work():
     imported = import_langgraph(graph, "tool_loop")
     assert imported.shape.inner == ["tools"] and routers == {} and walks == imported.paths == 1
     assert imported.decision_hubs == 0 and endings == ["assistant"]
+    workflow = parse_workflow(filled(imported.text))      # the ToolNode's tool is the workflow's, the loop's caller calls it
+    tool = workflow.tools["order_status"]
+    assert (tool.description, tool.arguments, tool.results) == ("The status of an order.", ("order",),
+                                                                ("order_status_result",))
+    assert workflow.nodes["assistant"].call == "order_status"
+    assert "'tools' (a ToolNode) gives the tool order_status, called by 'assistant'" in imported.notes
 
 
 def test_silent_steps_that_carry_the_shape_are_kept():
@@ -291,7 +297,11 @@ def test_silent_steps_that_carry_the_shape_are_kept():
 def test_a_look_up_in_a_chain_is_merged():
     imported = import_langgraph(tool_lookup_graph(), "lookup")
     assert "'lookup' says nothing: merged into the steps around it" in imported.notes
-    assert "lookup" not in parse_workflow(filled(imported.text)).nodes
+    workflow = parse_workflow(filled(imported.text))
+    assert "lookup" not in workflow.nodes
+    assert list(workflow.tools) == ["order_status"] and workflow.nodes["answer"].call == "order_status"
+    # what the tool returns is not in its code: a TODO to fill, named on its line
+    assert any(field == "variables.order_status_result[0]" for _, field in imported.todos)
 
 
 # --------------------------------------------------------------------------- the support graph

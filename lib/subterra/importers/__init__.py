@@ -124,6 +124,8 @@ def import_langgraph(graph: Any, name: str | None = None, *, title: str | None =
     order(d)
     texts(d)
     d.pool_values = pools(d)
+    for variable, pool in d.tool_pools.items():            # a tool's arguments and results the state does not hold
+        d.pool_values.setdefault(variable, pool)
     guessed = [v for v, (_, comment) in d.pool_values.items() if comment.startswith("REVIEW")]
     if guessed:
         d.note(f"values guessed for {', '.join(guessed)}")

@@ -58,6 +58,9 @@ class NodeCode:
         self.func = function_of(obj)
         self.kind = type(obj).__name__
         self.name = getattr(self.func, "__name__", self.kind)
+        # a ToolNode's tools: (name, one-line description, argument names), read from the tool objects
+        self.tools = [(t.name, " ".join((t.description or t.name).split()), list(getattr(t, "args", None) or {}))
+                      for t in (getattr(obj, "tools_by_name", None) or {}).values()]
         self.doc = doc_parts(inspect.getdoc(self.func) if self.func is not None and self.func.__doc__ else "")
         self.tree: ast.AST | None = None
         self.names: dict[str, Any] = {}

@@ -23,6 +23,7 @@ class Turn:
     prompt: str | None = None
     examples: list[str] = field(default_factory=list)
     terminal: str | None = None
+    call: str | None = None                     # the tool this turn calls before it speaks (from a ToolNode)
     ends_for: set[str] = field(default_factory=set)      # the graph's nodes whose way to END this ending is
     notes: dict[str, str] = field(default_factory=dict)   # YAML field -> comment
 
@@ -63,11 +64,39 @@ class Draft:
         self.gone: dict[str, str] = {}          # the graph's node -> why no turn stands for it
         self.losses: list[str] = []             # what the workflow lacks of the graph's shape (allow_lossy)
         self.teacher_pools: dict[str, tuple[list, str]] = {}
+        self.tools: dict[str, dict] = {}       # a ToolNode's tools: name -> description, arguments, results
+        self.tool_pools: dict[str, tuple[list, str]] = {}     # their arguments' and results' variables
         self.pool_values: dict[str, tuple[list, str]] = {}
         self.system_text, self.system_note = "", None
 
     def fail(self, message: str, node: str | None = None):
         raise GraphImportError(message, file=self.origin, node=node)
+
+    def take_tools(self, turn: Turn, speakers: list[Turn]) -> None:
+        """A ``ToolNode`` turn goes: its tools become the workflow's, called by the agent turns that speak with
+        their answers (``speakers``). What a tool returns is not in its code: a variable to describe (TODO)."""
+        names = []
+        for name, description, arguments in turn.code.tools if turn.code is not None else []:
+            name = ident(name)
+            names.append(name)
+            result = f"{name}_result"
+            self.tools.setdefault(name, {"description": description, "arguments": [ident(a) for a in arguments],
+                                         "results": [result]})
+            for variable in self.tools[name]["arguments"]:
+                self.tool_pools.setdefault(variable, ([f"TODO: values the customer may give for {variable}"],
+                                                      f"REVIEW: an argument of the tool {name}"))
+            self.tool_pools.setdefault(result, ([f"TODO: what {name} returns (a value, or list the variables)"],
+                                                f"REVIEW: what the tool {name} returns"))
+        if not names:
+            return
+        for speaker in speakers:
+            if speaker.call is None:
+                speaker.call = names[0]
+                if len(names) > 1:
+                    speaker.notes["call"] = (f"REVIEW: '{turn.origin}' holds {len(names)} tools "
+                                             f"({', '.join(names)}); a step calls one")
+        self.note(f"'{turn.origin}' (a ToolNode) gives the tool{'s' * (len(names) > 1)} {', '.join(names)}, called "
+                  f"by {', '.join(repr(s.id) for s in speakers) or 'no step'}")
 
     def note(self, text: str) -> str:
         self.notes.append(text)

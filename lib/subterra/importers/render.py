@@ -51,12 +51,22 @@ def render(d: Draft, fill: bool = False) -> tuple[str, list[tuple[int, str]]]:
             put(2, f"{var}: [{items}]", comment)
     else:
         put(0, "variables: {}")
+    if d.tools:
+        put(0, "tools:")
+        for name, tool in d.tools.items():
+            put(2, f"{name}:")
+            put(4, f"description: {scalar(tool['description'])}")
+            put(4, f"arguments: [{', '.join(tool['arguments'])}]")
+            put(4, f"results: [{', '.join(tool['results'])}]",
+                "REVIEW: the values the tool returns (variables): its code does not say")
     put(0, f"start: {d.start}")
     lines.append("")
     put(0, "nodes:")
     for i, turn in enumerate(d.turns.values()):
         put(2, f"- id: {turn.id}", turn.notes.get("id"))
         put(4, f"role: {turn.role}")
+        if turn.call:
+            put(4, f"call: {turn.call}", turn.notes.get("call"))
         put(4, f"label: {scalar(turn.label)}")
         if turn.terminal:
             put(4, f"terminal: {turn.terminal}", turn.notes.get("terminal"))

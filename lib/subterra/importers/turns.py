@@ -33,8 +33,11 @@ def resolve_silent(d: Draft) -> None:
             targets = {link.target for link in outs}
             if any(d.role(s) == "silent" and s != turn.id for s in sources):
                 continue
+            speakers = [d.turns[t] for t in (targets if turn.code is not None and turn.code.tools else ())
+                        if t in d.turns and d.turns[t].role == "agent"]
             if targets and targets <= sources and len(sources) == 1:
                 source = next(iter(sources))
+                d.take_tools(turn, [d.turns[source]] if source in d.turns else [])
                 d.links = [link for link in d.links if turn.id not in (link.source, link.target)]
                 del d.turns[turn.id]
                 what = "a ToolNode" if turn.code.kind == "ToolNode" else "it says nothing"
@@ -42,6 +45,7 @@ def resolve_silent(d: Draft) -> None:
                 d.note(f"'{turn.id}' ({what}) is an inner step of '{source}': merged into it")
             elif (len(outs) > 1 or len(sources) > 1) and targets != {END} and all(
                     d.role(s) in ("agent", START) for s in sources):
+                d.take_tools(turn, speakers)
                 turn.role = "user"
                 turn.notes["id"] = (f"REVIEW: '{turn.origin}' says nothing and decides what comes next after an "
                                     "agent turn: the customer's turn, which it reacts to")
@@ -49,10 +53,12 @@ def resolve_silent(d: Draft) -> None:
             elif kept_because(d, turn, ins, outs):
                 why = kept_because(d, turn, ins, outs)
                 turn.role = "agent"
+                d.take_tools(turn, [turn])
                 turn.notes["id"] = (f"REVIEW: '{turn.origin}' says nothing (no docstring, message or model call) "
                                     f"but is kept: {why}")
                 d.note(f"'{turn.id}' says nothing but is kept as an agent turn: {why}")
             else:
+                d.take_tools(turn, speakers)
                 contract(d, turn, ins, outs)
             changed = True
             break
