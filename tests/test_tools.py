@@ -6,7 +6,7 @@ import pytest
 
 from subterra import WorkflowError, enumerate_paths, load_domain, parse_workflow
 from subterra.scenarios import sample_scenario
-from subterra.tools import Environment, ToolCall, ToolError, read_call
+from subterra.tools import Environment, ToolCall, ToolError, call_in, read_call
 from subterra.workflow import workflow_file
 
 TOOLS = workflow_file("travel_tools").read_text(encoding="utf-8")
@@ -494,3 +494,42 @@ def test_the_langgraph_stand_in_calls_a_steps_tool_natively_before_it_speaks(wf)
     with_tools = [b for _, _, b in server.calls if b.get("tools")]
     assert [x["name"] for x in with_tools[0]["tools"]] == ["search_flights"]
     assert "First call the tool search_flights" in with_tools[0]["system"][0]["text"]
+
+
+def test_the_langgraph_router_goes_through_the_charge_and_routes_again_with_its_answer(wf):
+    """At the card the router cannot know the bank's answer: the step it picks calls charge_card first, and the
+    router picks again with the answer in the conversation (here: declined)."""
+    pytest.importorskip("langgraph")
+    from subterra.backends import Completion, Usage
+    from subterra.langgraph_agent import LangGraphCondition
+    from subterra.tools import call_text
+
+    class Stub:
+        name, model = "stub", "stub"
+
+        def __init__(self):
+            self.requests, self.picks = [], iter(["1", "2"])
+
+        def complete(self, request):
+            self.requests.append(request)
+            if request.tag == "langgraph-router":
+                text = next(self.picks)
+            elif request.tools:
+                text = call_text(ToolCall("charge_card", {"card_last4": "0378"}))
+            else:
+                text = "Sorry, the card was declined. Another card?"
+            return Completion(text, Usage(1, 1), "stub", "stub")
+
+    backend = Stub()
+    condition = LangGraphCondition(wf, backend)
+    condition.reset(None)
+    condition.node = "booking_summary"
+    messages = [{"role": "assistant", "content": "Shall I book it?"},
+                {"role": "user", "content": "Yes, book it. Card ending 0378."}]
+    turn = condition.respond(messages)
+    assert call_in(turn.text) and condition.node == "booking_confirmed"          # provisional: it calls first
+    messages += [{"role": "assistant", "content": turn.text}, {"role": "tool", "content": '{"payment": "declined"}'}]
+    turn = condition.respond(messages)
+    assert condition.node == "payment_declined" and "declined" in turn.text
+    routers = [r for r in backend.requests if r.tag == "langgraph-router"]
+    assert len(routers) == 2 and routers[1].messages[-1]["role"] == "tool"
