@@ -533,3 +533,34 @@ def test_the_langgraph_router_goes_through_the_charge_and_routes_again_with_its_
     assert condition.node == "payment_declined" and "declined" in turn.text
     routers = [r for r in backend.requests if r.tag == "langgraph-router"]
     assert len(routers) == 2 and routers[1].messages[-1]["role"] == "tool"
+
+
+def test_the_lookup_and_branch_tables_see_what_a_compiled_model_without_tools_cannot(wf, oracle_runs):
+    """The oracle with tools states every look-up as the search returned it and takes the card's branch as the
+    bank answered; a made-up flight (what a compile without tools offers) and 'booked' on a declined card are
+    counted against a condition."""
+    from subterra.analysis import branch_table, lookup_table
+
+    lookups = lookup_table(wf, {"oracle": oracle_runs})
+    assert lookups.loc["oracle", "turns"] > 24 and lookups.loc["oracle", "stated as the business has it"] == 1.0
+    assert lookups.loc["oracle", "before a call"] == 0.0
+    branches = branch_table(wf, {"oracle": oracle_runs}, "confirm_booking")
+    assert branches.loc["oracle", "visits right"] == 1.0 and branches.loc["oracle", "conversations"] >= 5
+
+    invented = []
+    for t in oracle_runs:
+        messages = [dict(m) for m in t["messages"]]
+        for m in messages:
+            if m["role"] == "assistant" and "$" in m["content"]:
+                price = json.loads(t["scenario"])["values"]["price"]
+                m["content"] = m["content"].replace(f"${price}", "$2250" if price != 2250 else "$980")
+        invented.append({**t, "messages": messages})
+    worse = lookup_table(wf, {"invented": invented})
+    assert worse.loc["invented", "stated as the business has it"] < 0.9
+
+    declined = next(t for t in oracle_runs if any(
+        pair == ("confirm_booking", "payment_declined") for pair in zip(t["trace_nodes"], t["trace_nodes"][1:])))
+    k = declined["trace_nodes"].index("payment_declined")
+    wrong = {**declined, "trace_nodes": declined["trace_nodes"][:k] + ["booking_confirmed"]}
+    table = branch_table(wf, {"oracle": oracle_runs, "wrong": [wrong]}, "confirm_booking")
+    assert table.loc["wrong", "visits right"] == 0.0 and table.loc["wrong", "conversations right"] == 0.0

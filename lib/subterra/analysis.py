@@ -367,6 +367,74 @@ def loop_table(workflow, transcripts: Mapping[str, list[dict]], reference: str =
     return pd.DataFrame(rows, columns=columns).set_index(["loop", "condition"])
 
 
+def lookup_table(workflow, transcripts: Mapping[str, list[dict]]) -> pd.DataFrame:
+    """Per condition: the agent's turns that state a value only the business knows (a flight, its price, a
+    booking reference: :func:`~subterra.conformance.lookups`), and the share that state it as the business has it:
+    what the tool returned before that turn where one did, else the scenario's value (which a tool would return).
+    A compiled model without tools can only invent these; with tools it can copy them. ``before a call``: turns
+    that state a value a tool returns before any call returned it."""
+    from .conformance import extract_values, lookups, node_names, spoken
+    from .tools import answers_before
+
+    business = lookups(workflow)
+    returned_names = {name for tool in workflow.tools.values() for name in tool.returns}
+    rows = []
+    for condition in _ordered(transcripts):
+        turns = right = early = 0
+        for t in transcripts[condition]:
+            if t.get("error"):
+                continue
+            values = json.loads(t["scenario"])["values"]
+            said, returned = answers_before(t["messages"])
+            for message, node, answers in zip(said, t["trace_nodes"], returned):
+                if message["role"] != "assistant":
+                    continue
+                names = node_names(workflow, node) if node else None
+                stated = {k: v for k, v in extract_values(workflow, message["content"], names).items() if k in business}
+                if not stated:
+                    continue
+                turns += 1
+                right += all(spoken(v) == spoken(answers.get(k, values.get(k))) for k, v in stated.items())
+                early += any(k in returned_names and k not in answers for k in stated)
+        row = {"condition": condition, "turns": turns, "stated as the business has it": right / turns if turns else math.nan}
+        if workflow.tools:
+            row["before a call"] = early / turns if turns else math.nan
+        rows.append(row)
+    return pd.DataFrame(rows).set_index("condition")
+
+
+def branch_table(workflow, transcripts: Mapping[str, list[dict]], hub: str) -> pd.DataFrame:
+    """Per condition: after the customer's step ``hub`` (travel's ``confirm_booking``: the card), does the agent
+    take the step the scenario's path takes there, the k-th time as the path does the k-th time? With tools the
+    path's step is what the tool's answer says (the bank declined); without, nothing in the conversation says it.
+    ``visits`` counts each time a conversation passes the hub; ``conversations right``: every visit right."""
+    from .paths import enumerate_paths
+
+    paths = {p.id: p for p in enumerate_paths(workflow)}
+    rows = []
+    for condition in _ordered(transcripts):
+        visits = right = conversations = all_right = 0
+        for t in transcripts[condition]:
+            if t.get("error"):
+                continue
+            plan = paths[t["path_id"]].nodes
+            wanted = [plan[k + 1] for k in range(len(plan) - 1) if plan[k] == hub]
+            nodes = t["trace_nodes"]
+            taken = [nodes[k + 1] for k in range(len(nodes) - 1) if nodes[k] == hub]
+            pairs = list(zip(taken, wanted))
+            if not pairs:
+                continue
+            conversations += 1
+            visits += len(pairs)
+            hits = sum(a == b for a, b in pairs)
+            right += hits
+            all_right += hits == len(pairs)
+        rows.append({"condition": condition, "conversations": conversations, "visits": visits,
+                     "visits right": right / visits if visits else math.nan,
+                     "conversations right": all_right / conversations if conversations else math.nan})
+    return pd.DataFrame(rows).set_index("condition")
+
+
 def beside_paper(table: pd.DataFrame, domain: str) -> pd.DataFrame:
     """Our criterion means next to the paper's for the same domain (where it published them)."""
     published = paper_results().get(domain, {}).get("scores", {})
