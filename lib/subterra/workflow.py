@@ -710,27 +710,23 @@ class _Validator:
                               f"be {sorted(shared)[0]!r}: a listener could not tell the new value from the old",
                               path, node=edge.source)
 
+    def template(self, text: str, known: set[str], path: tuple, node: str) -> None:
+        """Every ``{slot}`` of a prompt or example names a variable or ``table.field``, and braces balance."""
+        for slot in SLOT.findall(text):
+            if slot not in known:
+                self.fail(f"undefined slot {{{slot}}} (known: {', '.join(sorted(known))})", path, node=node)
+        if "{" in SLOT.sub("", text) or "}" in SLOT.sub("", text):
+            self.fail("unbalanced '{' or '}' in template", path, node=node)
+
     def slots_and_conditions(self, wf: Workflow) -> None:
         known = wf.slots()
         for i, node in enumerate(wf.nodes.values()):
-            for fld, texts in (("prompt", [node.prompt]), ("examples", node.examples)):
-                for j, text in enumerate(texts):
-                    path = ("nodes", i, fld) if fld == "prompt" else ("nodes", i, fld, j)
-                    for slot in SLOT.findall(text):
-                        if slot not in known:
-                            self.fail(f"undefined slot {{{slot}}} (known: {', '.join(sorted(known))})",
-                                      path, node=node.id)
-                    if "{" in SLOT.sub("", text) or "}" in SLOT.sub("", text):
-                        self.fail("unbalanced '{' or '}' in template", path, node=node.id)
+            self.template(node.prompt, known, ("nodes", i, "prompt"), node.id)
+            for j, text in enumerate(node.examples):
+                self.template(text, known, ("nodes", i, "examples", j), node.id)
         for i, edge in enumerate(wf.edges):
             for j, text in enumerate(edge.examples):
-                path = ("edges", i, "examples", j)
-                for slot in SLOT.findall(text):
-                    if slot not in known:
-                        self.fail(f"undefined slot {{{slot}}} (known: {', '.join(sorted(known))})",
-                                  path, node=edge.source)
-                if "{" in SLOT.sub("", text) or "}" in SLOT.sub("", text):
-                    self.fail("unbalanced '{' or '}' in template", path, node=edge.source)
+                self.template(text, known, ("edges", i, "examples", j), edge.source)
         sample = {var: values[0] for var, values in wf.variables.items()}
         sample.update({table: records[0] for table, records in wf.catalogue.items()})
         sample.update({name: tool.outcome_values[0] for name, tool in wf.outcomes().items()})

@@ -9,7 +9,7 @@ its call comes back in the text form every other part of the project reads. A ca
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, Callable
 
 from ..tools import TOOL_ROLE, ToolCall, call_in, call_text
 
@@ -29,22 +29,30 @@ def _parsed(message: dict) -> tuple[str, dict] | None:
     return data["name"], data.get("arguments", {})
 
 
-def anthropic_messages(messages: list[dict]) -> list[dict]:
-    """The Messages API's form: a call is a ``tool_use`` block, its answer a ``tool_result`` in a user turn."""
+def _native(messages: list[dict], call: Callable[[str, str, dict], dict], answer: Callable[[str, str], dict]) -> list[dict]:
+    """The messages with each valid call made by ``call(id, name, arguments)`` and its answer by ``answer(id,
+    content)``; a call that is not valid JSON, and its answer, stay plain text."""
     out, last = [], None
     for k, m in enumerate(messages):
         parsed = _parsed(m)
         if parsed is not None:
             last = f"call_{k}"
-            out.append({"role": "assistant", "content": [
-                {"type": "tool_use", "id": last, "name": parsed[0], "input": parsed[1]}]})
+            out.append(call(last, *parsed))
         elif m["role"] == TOOL_ROLE:
-            out.append({"role": "user", "content": [{"type": "tool_result", "tool_use_id": last, "content": m["content"]}]}
-                       if last else {"role": "user", "content": f"(tool answer) {m['content']}"})
+            out.append(answer(last, m["content"]) if last else {"role": "user", "content": f"(tool answer) {m['content']}"})
             last = None
         else:
             out.append({"role": m["role"], "content": m["content"]})
     return out
+
+
+def anthropic_messages(messages: list[dict]) -> list[dict]:
+    """The Messages API's form: a call is a ``tool_use`` block, its answer a ``tool_result`` in a user turn."""
+    return _native(messages,
+                   lambda id_, name, arguments: {"role": "assistant", "content": [
+                       {"type": "tool_use", "id": id_, "name": name, "input": arguments}]},
+                   lambda id_, content: {"role": "user", "content": [
+                       {"type": "tool_result", "tool_use_id": id_, "content": content}]})
 
 
 def anthropic_tools(tools: tuple[dict, ...]) -> list[dict]:
@@ -61,21 +69,11 @@ def anthropic_reply(message: Any) -> str | None:
 
 def openai_messages(messages: list[dict]) -> list[dict]:
     """The chat completions form: a call is an assistant's ``tool_calls``, its answer a ``tool`` message."""
-    out, last = [], None
-    for k, m in enumerate(messages):
-        parsed = _parsed(m)
-        if parsed is not None:
-            last = f"call_{k}"
-            out.append({"role": "assistant", "content": None, "tool_calls": [
-                {"id": last, "type": "function",
-                 "function": {"name": parsed[0], "arguments": json.dumps(parsed[1], ensure_ascii=False)}}]})
-        elif m["role"] == TOOL_ROLE:
-            out.append({"role": "tool", "tool_call_id": last, "content": m["content"]} if last else
-                       {"role": "user", "content": f"(tool answer) {m['content']}"})
-            last = None
-        else:
-            out.append({"role": m["role"], "content": m["content"]})
-    return out
+    return _native(messages,
+                   lambda id_, name, arguments: {"role": "assistant", "content": None, "tool_calls": [
+                       {"id": id_, "type": "function",
+                        "function": {"name": name, "arguments": json.dumps(arguments, ensure_ascii=False)}}]},
+                   lambda id_, content: {"role": "tool", "tool_call_id": id_, "content": content})
 
 
 def openai_tools(tools: tuple[dict, ...]) -> list[dict]:
