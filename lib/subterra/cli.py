@@ -202,10 +202,10 @@ def _synthesize(args) -> int:
     import os
 
     from .backends import THINKING_ROOM, get_backend, price_of, warn_if_retiring
-    from .synthesis import DEFAULT_SIZES, estimate, plan_corpus, synthesize
+    from .synthesis import corpus_size, estimate, plan_corpus, synthesize
 
     wf = load_domain(args.domain)
-    n = args.n or DEFAULT_SIZES.get(wf.name, 1000)
+    n = args.n or corpus_size(wf)
     teacher = args.teacher or ("anthropic" if os.environ.get("ANTHROPIC_API_KEY") else "offline")
     model = args.model or DEFAULT_MODELS[teacher]
     plan = plan_corpus(wf, n, args.seed)
