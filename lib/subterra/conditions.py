@@ -15,7 +15,6 @@
 
 from __future__ import annotations
 
-import json
 import random
 import time
 from dataclasses import dataclass
@@ -27,7 +26,7 @@ from .conformance import extract_values, lookups, matcher_for, read_reply, slot_
 from .customer import LEAVING
 from .paths import back_edges, enumerate_paths
 from .scenarios import Scenario
-from .tools import TOOL_ROLE, ToolCall, call_text, tool_schemas
+from .tools import TOOL_ROLE, ToolCall, answer_values, call_text, tool_schemas
 from .workflow import SLOT, SLOT_NAME, Workflow
 
 
@@ -148,7 +147,7 @@ class Orchestrated(Condition):
         answers: dict[str, Any] = {}
         for m in messages:
             if m["role"] == TOOL_ROLE:
-                answers.update(_answer(m["content"]))
+                answers.update(answer_values(m["content"]))
         outcomes = self.workflow.outcomes()
         return {**said, **business, **{k: v for k, v in answers.items() if k not in outcomes}}
 
@@ -201,7 +200,7 @@ class Orchestrated(Condition):
     def prompt(self, messages: list[dict]) -> list[dict] | None:
         self.heard = self.known(messages)               # once per turn: the script and the prompt reuse it
         if messages and messages[-1]["role"] == TOOL_ROLE:      # the answer to this controller's call: speak
-            self.heard.update(_answer(messages[-1]["content"]))
+            self.heard.update(answer_values(messages[-1]["content"]))
             if self.deciding is not None:
                 (source, reply), self.deciding = self.deciding, None
                 self.node = self.choose(source, self.heard, reply)
@@ -288,15 +287,6 @@ class Oracle(Orchestrated):
                 self.taken.add((source, self.plan[k + 1]))
                 return self.plan[k + 1]
         return super().choose(source, known, reply)
-
-
-def _answer(content: str) -> dict[str, Any]:
-    """The values a tool's answer holds (none for an error or an answer that is not JSON)."""
-    try:
-        answer = json.loads(content)
-    except json.JSONDecodeError:
-        return {}
-    return {k: v for k, v in answer.items() if k != "error"} if isinstance(answer, dict) else {}
 
 
 def _safe(check, values) -> bool:

@@ -83,6 +83,15 @@ def conversation_line(message: Mapping[str, Any]) -> str:
     return f"{'Assistant' if message['role'] == 'assistant' else 'Customer'}: {message['content']}"
 
 
+def answer_values(content: str) -> dict[str, Any]:
+    """The values a tool's answer holds: none for an error, or for an answer that is not a JSON object."""
+    try:
+        answer = json.loads(content)
+    except json.JSONDecodeError:
+        return {}
+    return {k: v for k, v in answer.items() if k != "error"} if isinstance(answer, dict) else {}
+
+
 MADE_UP = "(stated before any tool returned it)"        # what a look-up stated without its call is checked against
 
 
@@ -92,11 +101,7 @@ def answers_before(messages: list[dict]) -> tuple[list[dict], list[dict[str, Any
     said, before, returned = [], [], {}
     for m in messages:
         if m["role"] == TOOL_ROLE:
-            try:
-                answer = json.loads(m["content"])
-            except json.JSONDecodeError:
-                answer = {}
-            returned.update({k: v for k, v in answer.items() if k != "error"} if isinstance(answer, dict) else {})
+            returned.update(answer_values(m["content"]))
         elif not is_tool_turn(m):
             said.append(m)
             before.append(dict(returned))

@@ -216,8 +216,9 @@ class Workflow:
     def values_of(self, variable: str) -> tuple[Any, ...]:
         """Every value a variable can take: its training pool, then its held-out values (a tool's outcome:
         its values)."""
-        if variable in self.outcomes():
-            return self.outcomes()[variable].outcome_values
+        tool = self.outcomes().get(variable)
+        if tool is not None:
+            return tool.outcome_values
         return tuple(self.variables.get(variable, ())) + tuple(self.held_out.get(variable, ()))
 
     def successors(self, node_id: str) -> list[Edge]:
