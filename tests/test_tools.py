@@ -564,3 +564,59 @@ def test_the_lookup_and_branch_tables_see_what_a_compiled_model_without_tools_ca
     wrong = {**declined, "trace_nodes": declined["trace_nodes"][:k] + ["booking_confirmed"]}
     table = branch_table(wf, {"oracle": oracle_runs, "wrong": [wrong]}, "confirm_booking")
     assert table.loc["wrong", "visits right"] == 0.0 and table.loc["wrong", "conversations right"] == 0.0
+
+
+def _with_price(transcript, price=3590):
+    """``transcript`` with every price the agent states replaced by ``price`` (what a compile without tools does:
+    one invented flight, whatever the search would find; 3590 is the dearest of the workflow's prices)."""
+    real = json.loads(transcript["scenario"])["values"]["price"]
+    price = price if price != real else 260
+    messages = [{**m, "content": m["content"].replace(f"${real}", f"${price}")} if m["role"] == "assistant" else m
+                for m in transcript["messages"]]
+    return {**transcript, "messages": messages}
+
+
+def test_an_offer_on_the_wrong_side_of_the_budget_is_counted(wf, oracle_runs):
+    """The customer's answer to an offer turns on its price against their budget: the oracle's offers are always
+    on the side the found flight is; an invented price above a customer's budget is on the wrong side for each
+    customer whose flight fits."""
+    from subterra.analysis import budget_table
+
+    table = budget_table(wf, {"oracle": oracle_runs})
+    assert table.loc["oracle", "offers"] > 20 and table.loc["oracle", "on the budget's right side"] == 1.0
+    fits = [t for t in oracle_runs if (lambda v: v["price"] <= v["budget"] < 3590)(json.loads(t["scenario"])["values"])]
+    assert fits
+    invented = budget_table(wf, {"invented": [_with_price(t) for t in fits]})
+    assert invented.loc["invented", "offers"] > 0 and invented.loc["invented", "on the budget's right side"] == 0.0
+
+
+def test_the_tools_comparison_pairs_the_two_compiles_on_their_scenarios(wf, oracle_runs):
+    """tools_comparison judges each workflow's run by its own judge and pairs them by scenario: the oracle with
+    and without tools are alike; a run whose offers are invented loses look-ups and accuracy, and one that stops
+    short fails where the other did not."""
+    from subterra.analysis import recorded_runs, tools_comparison
+
+    ids = {t["scenario_id"] for t in oracle_runs}
+    travel = [t for t in recorded_runs("travel")["oracle"] if t["scenario_id"] in ids]
+    assert len(travel) == len(oracle_runs)                      # travel_tools draws travel's scenarios
+    table = tools_comparison(runs={"travel": {"oracle": travel}, "travel_tools": {"oracle": oracle_runs}},
+                             condition="oracle", n_resamples=100)
+    assert list(table.index) == ["travel", "travel_tools"]
+    assert (table["failure_rate"] == 0).all() and (table["lookups_right"] == 1).all()
+    assert (table["branch_right"] == 1).all() and table.loc["travel_tools", "pairs"] == len(ids)
+    assert table.loc["travel_tools", "fails_only_with"] == table.loc["travel_tools", "fails_only_without"] == 0
+
+    worse = [_with_price(t) for t in oracle_runs]
+    table = tools_comparison(runs={"travel": {"oracle": travel}, "travel_tools": {"oracle": worse}},
+                             condition="oracle", n_resamples=100)
+    row = table.loc["travel_tools"]
+    assert row["lookups_right"] < 0.5 and row["information_accuracy"] < table.loc["travel", "information_accuracy"]
+    booked = [t["scenario_id"] for t in oracle_runs if t["stop_reason"] == "terminal:success"][:3]
+    assert len(booked) == 3
+    short = [{**t, "messages": t["messages"][:3], "trace_nodes": t["trace_nodes"][:3], "right_ending": False,
+              "stop_reason": "turn_limit"}
+             if t["scenario_id"] in booked else t for t in oracle_runs]
+    table = tools_comparison(runs={"travel": {"oracle": travel}, "travel_tools": {"oracle": short}},
+                             condition="oracle", n_resamples=100)
+    row = table.loc["travel_tools"]
+    assert (row["fails_only_with"], row["fails_only_without"]) == (3, 0) and row["task_success_difference"] < 0

@@ -367,39 +367,72 @@ def loop_table(workflow, transcripts: Mapping[str, list[dict]], reference: str =
     return pd.DataFrame(rows, columns=columns).set_index(["loop", "condition"])
 
 
+def _stated_lookups(workflow, transcripts: list[dict]):
+    """Each agent turn of ``transcripts`` that states a value only the business knows: (the scenario's values,
+    the look-ups stated, what the tools had returned before that turn). Conversations that ended in an error
+    are skipped."""
+    from .conformance import extract_values, lookups, node_names
+    from .tools import answers_before
+
+    business = lookups(workflow)
+    for t in transcripts:
+        if t.get("error"):
+            continue
+        values = json.loads(t["scenario"])["values"]
+        said, returned = answers_before(t["messages"])
+        for message, node, answers in zip(said, t["trace_nodes"], returned):
+            if message["role"] != "assistant":
+                continue
+            names = node_names(workflow, node) if node else None
+            stated = {k: v for k, v in extract_values(workflow, message["content"], names).items() if k in business}
+            if stated:
+                yield values, stated, answers
+
+
 def lookup_table(workflow, transcripts: Mapping[str, list[dict]]) -> pd.DataFrame:
     """Per condition: the agent's turns that state a value only the business knows (a flight, its price, a
     booking reference: :func:`~subterra.conformance.lookups`), and the share that state it as the business has it:
     what the tool returned before that turn where one did, else the scenario's value (which a tool would return).
     A compiled model without tools can only invent these; with tools it can copy them. ``before a call``: turns
     that state a value a tool returns before any call returned it."""
-    from .conformance import extract_values, lookups, node_names, spoken
-    from .tools import answers_before
+    from .conformance import spoken
 
-    business = lookups(workflow)
     returned_names = {name for tool in workflow.tools.values() for name in tool.returns}
     rows = []
     for condition in _ordered(transcripts):
         turns = right = early = 0
-        for t in transcripts[condition]:
-            if t.get("error"):
-                continue
-            values = json.loads(t["scenario"])["values"]
-            said, returned = answers_before(t["messages"])
-            for message, node, answers in zip(said, t["trace_nodes"], returned):
-                if message["role"] != "assistant":
-                    continue
-                names = node_names(workflow, node) if node else None
-                stated = {k: v for k, v in extract_values(workflow, message["content"], names).items() if k in business}
-                if not stated:
-                    continue
-                turns += 1
-                right += all(spoken(v) == spoken(answers.get(k, values.get(k))) for k, v in stated.items())
-                early += any(k in returned_names and k not in answers for k in stated)
+        for values, stated, answers in _stated_lookups(workflow, transcripts[condition]):
+            turns += 1
+            right += all(spoken(v) == spoken(answers.get(k, values.get(k))) for k, v in stated.items())
+            early += any(k in returned_names and k not in answers for k in stated)
         row = {"condition": condition, "turns": turns, "stated as the business has it": right / turns if turns else math.nan}
         if workflow.tools:
             row["before a call"] = early / turns if turns else math.nan
         rows.append(row)
+    return pd.DataFrame(rows).set_index("condition")
+
+
+def budget_table(workflow, transcripts: Mapping[str, list[dict]], value: str = "price",
+                 limit: str = "budget") -> pd.DataFrame:
+    """Per condition: the agent's offers (turns that state the look-up ``value``) and the share on the same side
+    of the customer's ``limit`` as the business's value: an offer within budget exactly when the flight found is.
+    The customer's next step turns on that comparison (travel: over budget, they leave), so an invented price on
+    the wrong side makes the customer's answer to the offer a non sequitur."""
+    rows = []
+    for condition in _ordered(transcripts):
+        offers = right = 0
+        for values, stated, answers in _stated_lookups(workflow, transcripts[condition]):
+            if value not in stated or limit not in values:
+                continue
+            business = answers.get(value, values.get(value))
+            try:
+                said, real, most = float(stated[value]), float(business), float(values[limit])
+            except (TypeError, ValueError):
+                continue
+            offers += 1
+            right += (said <= most) == (real <= most)
+        rows.append({"condition": condition, "offers": offers,
+                     "on the budget's right side": right / offers if offers else math.nan})
     return pd.DataFrame(rows).set_index("condition")
 
 
@@ -433,6 +466,44 @@ def branch_table(workflow, transcripts: Mapping[str, list[dict]], hub: str) -> p
                      "visits right": right / visits if visits else math.nan,
                      "conversations right": all_right / conversations if conversations else math.nan})
     return pd.DataFrame(rows).set_index("condition")
+
+
+def tools_comparison(without: str = "travel", with_tools: str = "travel_tools", condition: str = "subterranean",
+                     hub: str = "confirm_booking", n_resamples: int = 2000,
+                     runs: Mapping[str, Mapping[str, list[dict]]] | None = None) -> pd.DataFrame:
+    """The compile without tools beside the compile with them on the same held-out scenarios: ``condition``'s
+    records in ``data/results/<without>`` and ``data/results/<with_tools>`` (or ``runs[workflow][condition]``),
+    each judged now by its own workflow's offline judge. Per workflow: conversations, failure rate, Task Success
+    and Information Accuracy, look-ups stated as the business has them (:func:`lookup_table`), offers on the
+    budget's right side (:func:`budget_table`), conversations whose every pass of ``hub`` took the path's branch
+    (:func:`branch_table`: travel's card). On the with-tools row, paired on the scenarios both ran: scenarios
+    only one of them failed, and the Task Success difference with its Wilcoxon p (Holm over the five criteria)."""
+    from .workflow import load_domain
+
+    rows, scored = [], []
+    for name in (without, with_tools):
+        workflow = load_domain(name)
+        mine = {condition: (recorded_runs(name) if runs is None else runs[name])[condition]}
+        scores, _ = judge_recorded(name, mine)
+        scored.append(scores.assign(condition=name))
+        table = score_table(scores).loc[condition]
+        rows.append({"workflow": name, "conversations": int(table["n"]), "failure_rate": table["failure_rate"],
+                     "task_success": table[TITLES["task_success"]],
+                     "information_accuracy": table[TITLES["information_accuracy"]],
+                     "lookups_right": lookup_table(workflow, mine).loc[condition, "stated as the business has it"],
+                     "offers_on_budget_side": budget_table(workflow, mine).loc[condition, "on the budget's right side"],
+                     "branch_right": branch_table(workflow, mine, hub).loc[condition, "conversations right"]})
+    both = pd.concat(scored, ignore_index=True)
+    ok = both[both["error"].isna()]
+    failed = ok.assign(failed=ok["task_success"] <= FAILURE_THRESHOLD).pivot(
+        index="scenario_id", columns="condition", values="failed").dropna()
+    compared = comparison_table(both, reference=with_tools, n_resamples=n_resamples)
+    success = compared[compared["criterion"] == TITLES["task_success"]].iloc[0]
+    rows[1].update({"pairs": len(failed),
+                    "fails_only_without": int((failed[without].astype(bool) & ~failed[with_tools].astype(bool)).sum()),
+                    "fails_only_with": int((failed[with_tools].astype(bool) & ~failed[without].astype(bool)).sum()),
+                    "task_success_difference": success["difference"], "p_holm": success["p_holm"]})
+    return pd.DataFrame(rows).set_index("workflow")
 
 
 def beside_paper(table: pd.DataFrame, domain: str) -> pd.DataFrame:
