@@ -453,3 +453,43 @@ def test_the_customer_says_which_way_its_upload_went_and_the_controller_hears_it
     assert router.choose("upload_attempt", {}, "Hmm, it failed. The screen says the link has expired.") == "ask_evidence"
     router.reset(scenarios[0])
     assert router.choose("upload_attempt", {}, "Alright, that should be uploaded now.") == "item_logged"
+
+
+def test_a_role_played_customer_is_told_which_way_its_upload_goes():
+    """The offline customer follows its path; a customer role-played by a model (LLMUser) knew its facts but not
+    that its upload would fail, so it could not say so. Its instructions now say, pass by pass and in order, what
+    happens on its side where its words decide the branch, with the error it sees."""
+    from subterra.backends import Completion, Usage
+    from subterra.customer import LLMUser
+
+    class Stub:
+        name, model = "stub", "stub"
+
+        def __init__(self):
+            self.requests = []
+
+        def complete(self, request):
+            self.requests.append(request)
+            return Completion("I uploaded them.", Usage(1, 1), "stub", "stub")
+
+    wf = load_domain("insurance")
+    paths = {p.id: p for p in enumerate_paths(wf)}
+
+    def uploads(s):
+        nodes = paths[s.path_id].nodes
+        return [b for a, b in zip(nodes, nodes[1:]) if a == "upload_attempt"]
+
+    scenarios = evaluation_scenarios(wf, 200)
+    failed = next(s for s in scenarios if uploads(s)[:2] == ["ask_evidence", "item_logged"])
+    arrived = next(s for s in scenarios if uploads(s) == ["item_logged"])
+    backend = Stub()
+    LLMUser(wf, failed, paths[failed.path_id], backend).respond([{"role": "assistant", "content": "Hello."}])
+    system = backend.requests[0].system
+    error = str(failed.values["upload_error"])
+    assert error in system and system.index("The upload fails") < system.index("The upload arrives safely")
+    system = LLMUser(wf, arrived, paths[arrived.path_id], Stub()).system
+    assert "The upload arrives safely" in system and "The upload fails" not in system
+    travel = load_domain("travel")
+    scenario = evaluation_scenarios(travel, 1)[0]
+    path = {p.id: p for p in enumerate_paths(travel)}[scenario.path_id]
+    assert "What happens on your side" not in LLMUser(travel, scenario, path, Stub()).system

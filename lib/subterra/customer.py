@@ -269,13 +269,33 @@ class OfflineUser:
 
 
 
-ROLE_PLAY = """You are role-playing a customer talking to a {title} assistant. Stay in character; never \
+ROLE_PLAY = """You are role-playing a customer talking to {title} assistant. Stay in character; never \
 mention that you are simulated. Your situation (use these facts exactly, reveal them naturally when asked):
-{facts}
+{facts}{events}
 You are {persona}. Your goal in this conversation: {goal}
 Anything the assistant looks up for you (a flight, a price, a reference), take as the assistant states it.
 Reply with only your next message. When the conversation has reached its end (your request is done, \
 handed over or abandoned), reply with exactly {stop}."""
+
+
+def customer_events(workflow: Workflow, path: Path, values: dict[str, Any]) -> list[str]:
+    """What happens on the customer's side where its own words decide the branch (a customer step with an edge
+    that carries its own examples: insurance's upload, which arrives or fails): one line per pass of such a step,
+    in the path's order, with what the customer may say. The offline customer follows its path; a role-played one
+    learns it from these lines."""
+    from .workflow import render
+
+    lines = []
+    for here, there in zip(path.nodes, path.nodes[1:]):
+        node, ways = workflow.nodes[here], workflow.successors(here)
+        if node.role != "user" or not any(e.examples for e in ways):
+            continue
+        edge = next(e for e in ways if e.target == there)
+        line = f"\n- {node.label}: {edge.when or 'as usual.'}"
+        if edge.examples:
+            line += f' For example: "{render(edge.examples[0], values)}"'
+        lines.append(line)
+    return lines
 
 
 class LLMUser:
@@ -288,7 +308,11 @@ class LLMUser:
         goal = {"success": "get your request completed", "abandonment": "you will end up not going ahead",
                 "escalation": "you will end up wanting a human colleague"}[end.terminal]
         own = {k: v for k, v in scenario.values.items() if k not in lookups(workflow)}
-        self.system = ROLE_PLAY.format(title=workflow.title.lower(), facts=_facts(own),
+        events = customer_events(workflow, path, scenario.values)
+        events = "".join(["\nWhat happens on your side, in this order (say so when it happens):", *events]) if events else ""
+        title = workflow.title.lower()
+        title = ("an " if title[:1] in "aeiou" else "a ") + title
+        self.system = ROLE_PLAY.format(title=title, facts=_facts(own), events=events,
                                        persona=scenario.persona.describe(), goal=goal, stop=STOP)
         self.backend, self.max_turns, self.scenario = backend, max_turns, scenario
 
