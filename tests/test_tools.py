@@ -620,3 +620,59 @@ def test_the_tools_comparison_pairs_the_two_compiles_on_their_scenarios(wf, orac
                              condition="oracle", n_resamples=100)
     row = table.loc["travel_tools"]
     assert (row["fails_only_with"], row["fails_only_without"]) == (3, 0) and row["task_success_difference"] < 0
+
+
+def test_insurance_with_a_policy_look_up_keeps_insurances_shape_and_scenarios():
+    """insurance_tools is insurance where the agent looks the policy up (its status, cover, deductible, dates)
+    before it says where the customer stands: the same graph and paths, the same 200 held-out scenarios, so the
+    two compiles pair by scenario."""
+    from subterra.simulation import evaluation_scenarios
+
+    insurance, with_tools = load_domain("insurance"), load_domain("insurance_tools")
+    assert (len(with_tools.nodes), len(with_tools.decision_hubs), len(enumerate_paths(with_tools))) == (
+        len(insurance.nodes), len(insurance.decision_hubs), len(enumerate_paths(insurance))) == (55, 6, 2381)
+    assert {n.id for n in with_tools.nodes.values() if n.call == "lookup_policy"} == {
+        "policy_active", "policy_grace", "policy_lapsed"}
+    assert {"policy", "policy_status"} <= with_tools.returned() and not with_tools.outcomes()
+    ours, theirs = evaluation_scenarios(with_tools, 200), evaluation_scenarios(insurance, 200)
+    assert [(s.id, s.path_id, s.values, s.persona) for s in ours] == [
+        (s.id, s.path_id, s.values, s.persona) for s in theirs]
+
+
+def test_a_branch_on_a_looked_up_value_waits_for_the_look_up():
+    """After verification the branch turns on the policy's status, which a tool returns: the oracle and the
+    script controller call lookup_policy first and take the branch its answer names (5 on every criterion); an
+    agent that says the policy is active when the look-up said otherwise, or says where the customer stands
+    without looking, takes a branch the judge caps at Task Success 2."""
+    from dataclasses import asdict
+
+    from subterra.judge import CRITERIA, OfflineJudge, judge_transcripts
+    from subterra.simulation import OfflineUser, Oracle, Orchestrated, converse, evaluation_scenarios
+
+    wf = load_domain("insurance_tools")
+    paths = {p.id: p for p in enumerate_paths(wf)}
+    scenarios = evaluation_scenarios(wf, 24)
+    status_node = {"active": "policy_active", "grace_period": "policy_grace", "lapsed": "policy_lapsed"}
+    judge = OfflineJudge(wf)
+    for condition in (Oracle(wf), Orchestrated(wf)):
+        transcripts = [asdict(converse(condition, OfflineUser(wf, s, paths[s.path_id]), wf, s, paths[s.path_id]))
+                       for s in scenarios]
+        statuses = set()
+        for t in transcripts:
+            nodes = t["trace_nodes"]
+            if "give_verification" not in nodes or t["stop_reason"] == "gave_up" and "ask_what_happened" not in nodes:
+                continue                                        # not reached, or the customer left before it
+            answer = json.loads(next(m["content"] for m in t["messages"] if m["role"] == "tool"))
+            statuses.add(answer["policy_status"])
+            assert nodes[nodes.index("give_verification") + 1] == status_node[answer["policy_status"]], t["scenario_id"]
+        assert len(statuses) >= 2, condition.name
+        scores = judge_transcripts(transcripts, judge, progress=False)
+        assert all(s.scores[c] in (5, None) for s in scores for c in CRITERIA), condition.name
+
+    grace = next(t for t in transcripts if "policy_grace" in t["trace_nodes"])
+    k = grace["trace_nodes"].index("policy_grace")
+    wrong = {**grace, "trace_nodes": grace["trace_nodes"][:k] + ["policy_active"] + grace["trace_nodes"][k + 1:]}
+    assert judge.score(wrong).scores["task_success"] <= 2
+    unasked = {**grace, "messages": [m for m in grace["messages"] if m["role"] != "tool" and "<tool_call>"
+                                     not in m["content"]]}
+    assert judge.score(unasked).scores["task_success"] <= 2

@@ -397,7 +397,7 @@ def lookup_table(workflow, transcripts: Mapping[str, list[dict]]) -> pd.DataFram
     that state a value a tool returns before any call returned it."""
     from .conformance import spoken
 
-    returned_names = {name for tool in workflow.tools.values() for name in tool.returns}
+    returned_names = workflow.returned()
     rows = []
     for condition in _ordered(transcripts):
         turns = right = early = 0

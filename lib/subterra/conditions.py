@@ -141,8 +141,8 @@ class Orchestrated(Condition):
         holds for its own call only (the first card's decline is not the second's): :meth:`prompt` adds the
         one just answered."""
         said = extract_values(self.workflow, "\n".join(m["content"] for m in messages if m["role"] == "user"))
-        said = {k: v for k, v in said.items() if k not in self.lookups}
-        returned = {name for tool in self.workflow.tools.values() for name in tool.returns}
+        returned = self.workflow.returned()
+        said = {k: v for k, v in said.items() if k not in self.lookups and k not in returned}
         business = {k: v for k, v in self.scenario.values.items() if k in self.lookups and k not in returned}
         answers: dict[str, Any] = {}
         for m in messages:
@@ -184,7 +184,7 @@ class Orchestrated(Condition):
             way = matcher_for(wf, "user").way_on(reply, known, source)
             options = [e for e in options if e.target == way] if way is not None else \
                 [e for e in options if not e.examples] or options
-        unknown = set(wf.outcomes()) - set(known)
+        unknown = wf.returned() - set(known)          # a branch on what a tool returns waits for its answer
         waiting = [e for e in options if e.check is not None and e.check.names & unknown]
         if waiting and wf.nodes[waiting[0].target].call:        # the call's answer decides: call, then choose
             self.deciding = (source, reply)

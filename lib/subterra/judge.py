@@ -229,7 +229,7 @@ class OfflineJudge:
         self.workflow = workflow
         self.paths = {p.id: p for p in enumerate_paths(workflow)}
         self.lookups = lookups(workflow)
-        self.returned = {name for tool in workflow.tools.values() for name in tool.returns}   # a tool's to say
+        self.returned = workflow.returned()                  # a tool's to say
 
     def score(self, transcript: dict) -> Score:
         verdict = Score(transcript["condition"], transcript["scenario_id"], self.name,
@@ -273,19 +273,20 @@ class OfflineJudge:
         return score, reason
 
     def against_answers(self, t: dict, values: dict) -> list[tuple[str, str]]:
-        """The branches the conversation took that read a tool's outcome (the payment) but do not hold for
-        the answer the tool gave before that turn, or were taken with no answer at all."""
-        outcomes = set(self.workflow.outcomes())
-        if not outcomes:
+        """The agent's branches (into an agent step) the conversation took that read what a tool returns (the
+        payment, a policy's status) but do not hold for the answer the tool gave before that turn, or were taken
+        with no answer at all. The customer's own choices (over budget, they leave) are theirs to make."""
+        decided = self.returned
+        if not decided:
             return []
         checks = {(e.source, e.target): e.check for e in self.workflow.edges
-                  if e.check is not None and e.check.names & outcomes}
+                  if e.check is not None and e.check.names & decided and self.workflow.nodes[e.target].role == "agent"}
         nodes, returned = t["trace_nodes"], t.get("returned") or [{}] * len(t["trace_nodes"])
         taken = [(i, a, b) for i, (a, b) in enumerate(zip(nodes, nodes[1:]), start=1) if (a, b) in checks]
         wrong = []
         for i, a, b in taken:
             known = {**values, **returned[i]}
-            if not checks[a, b].names & outcomes <= set(returned[i]) or not checks[a, b].evaluate(known):
+            if not checks[a, b].names & decided <= set(returned[i]) or not checks[a, b].evaluate(known):
                 wrong.append((a, b))
         return wrong
 

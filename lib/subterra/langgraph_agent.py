@@ -101,11 +101,12 @@ class LangGraphCondition(Condition):
                 "dollars": state["dollars"]}
 
     def _turns_on_a_call(self, source: str | None, target: str) -> bool:
-        """Is the way from ``source`` to ``target`` a branch that reads the outcome of the tool ``target`` calls
-        (the card's charge)? Then the router goes through the call and routes again with its answer."""
-        outcomes = set(self.workflow.outcomes())
+        """Is the way from ``source`` to ``target`` a branch that reads what the tool ``target`` calls returns
+        (the card's charge, a policy's status)? Then the router goes through the call and routes again with its
+        answer."""
+        returned = self.workflow.returned()
         return bool(self.workflow.nodes[target].call) and any(
-            e.target == target and e.check is not None and e.check.names & outcomes
+            e.target == target and e.check is not None and e.check.names & returned
             for to_user in (self.workflow.successors(source) if source else ())
             for e in self.workflow.successors(to_user.target))
 

@@ -213,6 +213,11 @@ class Workflow:
         """Outcome name -> the tool that returns it (``payment`` -> charge_card)."""
         return {t.outcome: t for t in self.tools.values() if t.outcome}
 
+    def returned(self) -> frozenset[str]:
+        """Every value a tool returns (its results and its outcome): the business's to say, known to an agent
+        once a call has returned it (a flight's price; a policy's status, on which a branch may turn)."""
+        return frozenset(name for tool in self.tools.values() for name in tool.returns)
+
     def values_of(self, variable: str) -> tuple[Any, ...]:
         """Every value a variable can take: its training pool, then its held-out values (a tool's outcome:
         its values)."""
