@@ -496,12 +496,12 @@ def tools_comparison(without: str = "travel", with_tools: str = "travel_tools", 
     both = pd.concat(scored, ignore_index=True)
     ok = both[both["error"].isna()]
     failed = ok.assign(failed=ok["task_success"] <= FAILURE_THRESHOLD).pivot(
-        index="scenario_id", columns="condition", values="failed").dropna()
+        index="scenario_id", columns="condition", values="failed").dropna().astype(bool)
     compared = comparison_table(both, reference=with_tools, n_resamples=n_resamples)
     success = compared[compared["criterion"] == TITLES["task_success"]].iloc[0]
     rows[1].update({"pairs": len(failed),
-                    "fails_only_without": int((failed[without].astype(bool) & ~failed[with_tools].astype(bool)).sum()),
-                    "fails_only_with": int((failed[with_tools].astype(bool) & ~failed[without].astype(bool)).sum()),
+                    "fails_only_without": int((failed[without] & ~failed[with_tools]).sum()),
+                    "fails_only_with": int((failed[with_tools] & ~failed[without]).sum()),
                     "task_success_difference": success["difference"], "p_holm": success["p_holm"]})
     return pd.DataFrame(rows).set_index("workflow")
 

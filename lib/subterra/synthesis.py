@@ -38,14 +38,15 @@ from .workflow import Workflow, render
 # Paper sizes: travel 2,125 dialogues (1,912 train / 213 eval); Zoom 6,264 training; insurance 3,000.
 DEFAULT_SIZES = {"travel": 2125, "zoom": 6960, "insurance": 3000}     # the paper's corpus per domain
 OTHER_SIZE = 1000                       # a workflow of one's own: a first corpus; the learning curve says if it is enough
+EVAL_FRACTION = 0.1
+CHAT_ROLE = {"agent": "assistant", "user": "user"}
 
 
 def corpus_size(workflow: Workflow) -> int:
     """The corpus to write by default: the paper's size for its domain (or for the domain whose scenarios the
     workflow draws, ``scenarios_from``), else :data:`OTHER_SIZE`."""
     return DEFAULT_SIZES.get(workflow.name) or DEFAULT_SIZES.get(workflow.family, OTHER_SIZE)
-EVAL_FRACTION = 0.1
-CHAT_ROLE = {"agent": "assistant", "user": "user"}
+
 
 TEACHER_SYSTEM = """You write training data: one realistic conversation between a customer and a {title} \
 assistant, one message at a time. {description}
