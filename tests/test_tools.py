@@ -37,7 +37,7 @@ def test_travel_with_tools_keeps_travels_shape_and_every_path_has_a_scenario(wf)
      ("node 'offer_flights'", "field 'nodes[2].call'", "unknown tool 'search_flight'", "tools: charge_card")),
     ("  - id: trip_request\n    role: user\n", "  - id: trip_request\n    role: user\n    call: search_flights\n",
      ("node 'trip_request'", "only an agent turn calls a tool")),
-    ("    arguments: [card_last4]\n", "    arguments: [card_number]\n",
+    ("    arguments: [card_last4, special_request]\n", "    arguments: [card_number, special_request]\n",
      ("field 'tools.charge_card.arguments[0]'", "'card_number' in arguments is not a variable")),
     ("    results: [booking_ref]\n    outcome: {payment: [approved, declined]}\n", "",
      ("field 'tools.charge_card'", "returns nothing")),
@@ -84,9 +84,9 @@ def test_the_environment_answers_from_the_scenario_and_the_path(wf):
     v = scenario.values
     found = env.answer({"name": "search_flights", "arguments": {k: v[k] for k in wf.tools["search_flights"].arguments}})
     assert found == {k: v[k] for k in ("airline", "flight_number", "departure_time", "price")}
-    card = {"card_last4": v["card_last4"]}
+    card = {"card_last4": v["card_last4"], "special_request": v["special_request"]}
     assert env.answer(ToolCall("charge_card", card)) == {"booking_ref": v["booking_ref"], "payment": "declined"}
-    assert env.answer(json.dumps({"name": "charge_card", "arguments": {"card_last4": v["other_card"]}})) == {
+    assert env.answer(json.dumps({"name": "charge_card", "arguments": {**card, "card_last4": v["other_card"]}})) == {
         "booking_ref": v["booking_ref"], "payment": "approved"}
     assert env.answer(ToolCall("charge_card", card))["payment"] == "approved"       # past the path: its last answer
     assert [a.failed for a in env.log] == [False] * 4
@@ -102,9 +102,10 @@ def test_the_environment_answers_from_the_scenario_and_the_path(wf):
     ('["search_flights"]', "a call is a JSON object"),
     ({"name": "book_hotel", "arguments": {}}, "unknown tool 'book_hotel' (tools: charge_card, search_flights)"),
     ({"arguments": {}}, "unknown tool None"),
-    ({"name": "charge_card", "arguments": {}}, "charge_card: missing argument card_last4"),
-    ({"name": "charge_card", "arguments": {"card_last4": "1234", "cvv": "999"}},
-     "charge_card: unexpected argument cvv (it takes card_last4)"),
+    ({"name": "charge_card", "arguments": {}}, "charge_card: missing arguments card_last4, special_request"),
+    ({"name": "charge_card", "arguments": {"card_last4": "1234"}}, "charge_card: missing argument special_request"),
+    ({"name": "charge_card", "arguments": {"card_last4": "1234", "special_request": "None.", "cvv": "999"}},
+     "charge_card: unexpected argument cvv (it takes card_last4, special_request)"),
     ({"name": "charge_card", "arguments": "{not json"}, "arguments are not valid JSON"),
     ({"name": "charge_card", "arguments": [1]}, "the arguments must be a JSON object"),
 ])
@@ -116,7 +117,8 @@ def test_a_call_that_cannot_be_answered_is_an_error_the_agent_sees(wf, call, rea
     env = Environment(wf, scenario, path)
     answer = env.answer(call)                                  # never raises
     assert answer == {"error": str(info.value)} and env.log[-1].failed
-    assert env.answer({"name": "charge_card", "arguments": '{"card_last4": "1234"}'})["payment"] == "approved"
+    assert env.answer({"name": "charge_card", "arguments": '{"card_last4": "1234", "special_request": "None."}'})[
+        "payment"] == "approved"
 
 
 def test_a_handler_stands_in_for_the_scenario_and_its_failure_is_an_answer(wf):
@@ -125,21 +127,21 @@ def test_a_handler_stands_in_for_the_scenario_and_its_failure_is_an_answer(wf):
     def search(**arguments):
         return {"airline": "Test Air", "flight_number": 1, "departure_time": "noon", "price": 10}
 
-    def charge(card_last4):
+    def charge(card_last4, special_request):
         raise ConnectionError("the bank did not answer")
 
     env = Environment(wf, scenario, path, handlers={"search_flights": search, "charge_card": charge})
     v = scenario.values
     assert env.answer(ToolCall("search_flights", {k: v[k] for k in wf.tools["search_flights"].arguments}))[
         "airline"] == "Test Air"
-    assert env.answer(ToolCall("charge_card", {"card_last4": "1"})) == {
+    assert env.answer(ToolCall("charge_card", {"card_last4": "1", "special_request": "None."})) == {
         "error": "charge_card failed: ConnectionError: the bank did not answer"}
 
 
 def test_call_text_round_trips_and_tool_turns_are_told_apart(wf):
     from subterra.tools import call_in, call_text, is_tool_turn, without_tools
 
-    call = ToolCall("charge_card", {"card_last4": "0443"})
+    call = ToolCall("charge_card", {"card_last4": "0443", "special_request": "None."})
     assert read_call(wf, call_in(call_text(call))) == call
     assert call_in("<tool_call>\n{\"name\": \"charge_card\"") == '{"name": "charge_card"'      # cut off: still a call
     assert call_in("I'll book that now.") is None
@@ -274,7 +276,7 @@ def test_an_agent_that_only_calls_is_told_then_stopped(wf):
 
     scenario = evaluation_scenarios(wf, 1)[0]
     path = next(p for p in enumerate_paths(wf) if p.id == scenario.path_id)
-    call = '<tool_call>\n{"name": "charge_card", "arguments": {"card_last4": "1"}}\n</tool_call>'
+    call = '<tool_call>\n{"name": "charge_card", "arguments": {"card_last4": "1", "special_request": "None."}}\n</tool_call>'
     t = converse(Scripted([call] * 10), OfflineUser(wf, scenario, path), wf, scenario, path)
     answers = [json.loads(m["content"]) for m in t.messages if m["role"] == "tool"]
     assert len(answers) == MAX_CALLS + 2 and t.stop_reason == "tool_loop" and t.error is None
@@ -395,7 +397,7 @@ def _native_server():
             answered = isinstance(last, list) and last[0].get("type") == "tool_result"
             if params.get("tools") and not answered:
                 content = [{"type": "tool_use", "id": "toolu_1", "name": params["tools"][0]["name"],
-                            "input": {"card_last4": "0443"}}]
+                            "input": {"card_last4": "0443", "special_request": "None."}}]
             else:
                 content = [{"type": "text", "text": "Booked." if answered else "Hello."}]
             return {"id": "msg_fake", "type": "message", "role": "assistant", "model": params["model"],
@@ -411,7 +413,7 @@ def _native_server():
                 if body.get("tools") and last["role"] != "tool":
                     message = {"role": "assistant", "content": None, "tool_calls": [
                         {"id": "c1", "type": "function", "function": {
-                            "name": body["tools"][0]["function"]["name"], "arguments": '{"card_last4": "0443"}'}}]}
+                            "name": body["tools"][0]["function"]["name"], "arguments": '{"card_last4": "0443", "special_request": "None."}'}}]}
                 else:
                     message = {"role": "assistant", "content": "Booked." if last["role"] == "tool" else "Hello."}
                 return http.Response(200, json={"id": "x", "object": "chat.completion", "created": 0,
@@ -436,26 +438,26 @@ def test_a_frontier_model_calls_natively_and_the_call_comes_back_in_the_text_for
 
     server = _native_server()
     backend = (anthropic_backend if api == "anthropic" else openai_backend)(server)
-    call = call_text(ToolCall("charge_card", {"card_last4": "0443"}))
+    call = call_text(ToolCall("charge_card", {"card_last4": "0443", "special_request": "None."}))
     first = Request(system="s", messages=[{"role": "user", "content": "Book it, card 0443."}], tools=(CHARGE,))
     then = Request(system="s", messages=first.messages + [{"role": "assistant", "content": call},
                                                            {"role": "tool", "content": '{"payment": "approved"}'}],
                    tools=(CHARGE,))
     made, spoke = asyncio.run(run_all(backend, [first, then]))
-    assert read_call(wf, call_in(made.text)) == ToolCall("charge_card", {"card_last4": "0443"})
+    assert read_call(wf, call_in(made.text)) == ToolCall("charge_card", {"card_last4": "0443", "special_request": "None."})
     assert spoke.text == "Booked."
     body = [b for _, _, b in server.calls if b.get("messages") and len(b["messages"]) >= 3][-1]
     if api == "anthropic":
         assert body["tools"] == [{"name": "charge_card", "description": "Charge a card.",
                                   "input_schema": CHARGE["parameters"]}]
         use, result = body["messages"][1]["content"][0], body["messages"][2]["content"][0]
-        assert (use["type"], use["name"], use["input"]) == ("tool_use", "charge_card", {"card_last4": "0443"})
+        assert (use["type"], use["name"], use["input"]) == ("tool_use", "charge_card", {"card_last4": "0443", "special_request": "None."})
         assert (result["type"], result["tool_use_id"], result["content"]) == (
             "tool_result", use["id"], '{"payment": "approved"}')
     else:
         assert body["tools"] == [{"type": "function", "function": CHARGE}]
         assistant, tool = body["messages"][-2], body["messages"][-1]
-        assert assistant["tool_calls"][0]["function"] == {"name": "charge_card", "arguments": '{"card_last4": "0443"}'}
+        assert assistant["tool_calls"][0]["function"] == {"name": "charge_card", "arguments": '{"card_last4": "0443", "special_request": "None."}'}
         assert (tool["role"], tool["tool_call_id"]) == ("tool", assistant["tool_calls"][0]["id"])
     assert Request(system="s", messages=first.messages).key("b", "m") != first.key("b", "m")
 
@@ -515,7 +517,7 @@ def test_the_langgraph_router_goes_through_the_charge_and_routes_again_with_its_
             if request.tag == "langgraph-router":
                 text = next(self.picks)
             elif request.tools:
-                text = call_text(ToolCall("charge_card", {"card_last4": "0378"}))
+                text = call_text(ToolCall("charge_card", {"card_last4": "0378", "special_request": "None."}))
             else:
                 text = "Sorry, the card was declined. Another card?"
             return Completion(text, Usage(1, 1), "stub", "stub")
