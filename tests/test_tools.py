@@ -385,6 +385,11 @@ def test_the_text_form_is_what_a_hermes_style_template_expects(dialogues):
 
 # --------------------------------------------------------------------------- frontier models: native tool use
 
+PAID = {"card_last4": "0443", "special_request": "None."}       # the arguments of every call the fake APIs make
+CHARGE = {"name": "charge_card", "description": "Charge a card.",
+          "parameters": {"type": "object", "properties": {a: {"type": "string"} for a in PAID}, "required": list(PAID)}}
+
+
 def _native_server():
     """The fake Claude and OpenAI APIs of test_backends_remote, calling a tool when given tools and a customer's
     words, and answering in words after a tool's answer."""
@@ -397,7 +402,7 @@ def _native_server():
             answered = isinstance(last, list) and last[0].get("type") == "tool_result"
             if params.get("tools") and not answered:
                 content = [{"type": "tool_use", "id": "toolu_1", "name": params["tools"][0]["name"],
-                            "input": {"card_last4": "0443", "special_request": "None."}}]
+                            "input": PAID}]
             else:
                 content = [{"type": "text", "text": "Booked." if answered else "Hello."}]
             return {"id": "msg_fake", "type": "message", "role": "assistant", "model": params["model"],
@@ -413,7 +418,7 @@ def _native_server():
                 if body.get("tools") and last["role"] != "tool":
                     message = {"role": "assistant", "content": None, "tool_calls": [
                         {"id": "c1", "type": "function", "function": {
-                            "name": body["tools"][0]["function"]["name"], "arguments": '{"card_last4": "0443", "special_request": "None."}'}}]}
+                            "name": body["tools"][0]["function"]["name"], "arguments": json.dumps(PAID)}}]}
                 else:
                     message = {"role": "assistant", "content": "Booked." if last["role"] == "tool" else "Hello."}
                 return http.Response(200, json={"id": "x", "object": "chat.completion", "created": 0,
@@ -422,10 +427,6 @@ def _native_server():
             return super().route(req, body)
 
     return ToolServer()
-
-
-CHARGE = {"name": "charge_card", "description": "Charge a card.",
-          "parameters": {"type": "object", "properties": {"card_last4": {"type": "string"}}, "required": ["card_last4"]}}
 
 
 @pytest.mark.parametrize("api", ["anthropic", "openai"])
@@ -438,26 +439,26 @@ def test_a_frontier_model_calls_natively_and_the_call_comes_back_in_the_text_for
 
     server = _native_server()
     backend = (anthropic_backend if api == "anthropic" else openai_backend)(server)
-    call = call_text(ToolCall("charge_card", {"card_last4": "0443", "special_request": "None."}))
+    call = call_text(ToolCall("charge_card", PAID))
     first = Request(system="s", messages=[{"role": "user", "content": "Book it, card 0443."}], tools=(CHARGE,))
     then = Request(system="s", messages=first.messages + [{"role": "assistant", "content": call},
                                                            {"role": "tool", "content": '{"payment": "approved"}'}],
                    tools=(CHARGE,))
     made, spoke = asyncio.run(run_all(backend, [first, then]))
-    assert read_call(wf, call_in(made.text)) == ToolCall("charge_card", {"card_last4": "0443", "special_request": "None."})
+    assert read_call(wf, call_in(made.text)) == ToolCall("charge_card", PAID)
     assert spoke.text == "Booked."
     body = [b for _, _, b in server.calls if b.get("messages") and len(b["messages"]) >= 3][-1]
     if api == "anthropic":
         assert body["tools"] == [{"name": "charge_card", "description": "Charge a card.",
                                   "input_schema": CHARGE["parameters"]}]
         use, result = body["messages"][1]["content"][0], body["messages"][2]["content"][0]
-        assert (use["type"], use["name"], use["input"]) == ("tool_use", "charge_card", {"card_last4": "0443", "special_request": "None."})
+        assert (use["type"], use["name"], use["input"]) == ("tool_use", "charge_card", PAID)
         assert (result["type"], result["tool_use_id"], result["content"]) == (
             "tool_result", use["id"], '{"payment": "approved"}')
     else:
         assert body["tools"] == [{"type": "function", "function": CHARGE}]
         assistant, tool = body["messages"][-2], body["messages"][-1]
-        assert assistant["tool_calls"][0]["function"] == {"name": "charge_card", "arguments": '{"card_last4": "0443", "special_request": "None."}'}
+        assert assistant["tool_calls"][0]["function"] == {"name": "charge_card", "arguments": json.dumps(PAID)}
         assert (tool["role"], tool["tool_call_id"]) == ("tool", assistant["tool_calls"][0]["id"])
     assert Request(system="s", messages=first.messages).key("b", "m") != first.key("b", "m")
 
