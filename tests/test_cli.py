@@ -128,6 +128,29 @@ def test_tutorial_names_the_notebook_and_cell_that_failed_and_keeps_what_ran(tmp
     assert code == 1 and f"no notebook in {notebooks} starts with 9" in err
 
 
+def test_tutorial_keeps_the_kernels_own_noise_off_the_terminal_unless_it_dies(tmp_path, monkeypatch):
+    import nbformat
+    from nbformat.v4 import new_code_cell, new_notebook
+
+    notebooks = tmp_path / "notebooks"
+    notebooks.mkdir()
+    say = "import os; os.write(2, b'{}\\n')"            # the kernel process's stderr, not a cell's output
+    nbformat.write(new_notebook(cells=[new_code_cell(say.format("zmq noise at shutdown")), new_code_cell("1")]),
+                   notebooks / "01_noisy.ipynb")
+    nbformat.write(new_notebook(cells=[new_code_cell(say.format("the last words") + "; os._exit(3)")]),
+                   notebooks / "02_dies.ipynb")
+    monkeypatch.setenv("SUBTERRA_NOTEBOOKS", str(notebooks))
+    out = tmp_path / "out"
+
+    code, stdout, err = run("tutorial", "--out", str(out), "--only", "01")
+    assert code == 0 and "zmq noise" not in err + stdout and (out / "notebooks" / "01_noisy.ipynb").exists()
+
+    code, _, err = run("tutorial", "--out", str(out), "--only", "02")
+    assert code == 1 and "Traceback" not in err
+    assert "02_dies.ipynb: " in err and "kernel: the last words" in err
+    assert (out / "notebooks" / "02_dies.ipynb").exists()
+
+
 # Every command-line mistake: (argv, exit status, what its one stderr line says: the argument, and for some the
 # command that makes the missing thing or the list to choose from). In argv, {toy} is a workflow file, {out} the
 # output folder that must stay unwritten, {tmp} a folder ({tmp}/missing does not exist; graph.py and other.csv

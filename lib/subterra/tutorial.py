@@ -196,7 +196,7 @@ def run_notebook(notebook: Path, out_dir: Path, settings: Mapping[str, str] | No
     A cell that raises stops the notebook: the copy executed so far is written all the same, and
     :class:`NotebookFailed` says which cell and what it raised."""
     import nbformat
-    from nbclient.exceptions import CellExecutionError
+    from nbclient.exceptions import CellExecutionError, DeadKernelError
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -206,16 +206,25 @@ def run_notebook(notebook: Path, out_dir: Path, settings: Mapping[str, str] | No
     env = {"SUBTERRA_OUTPUTS": str(out_dir.parent.resolve()), "MPLBACKEND": INLINE_BACKEND, **(settings or {})}
     shown = Progress(notebook, nb.cells, progress)
     start = time.perf_counter()
-    with _environment(env), tempfile.TemporaryDirectory(prefix="subterra-kernel-") as sockets:
+    # the kernel's own stderr (not a cell's: that reaches the notebook) goes to a log, so its shutdown
+    # noise never reaches the reader's terminal; it is shown only if the kernel dies
+    with _environment(env), tempfile.TemporaryDirectory(prefix="subterra-kernel-") as sockets, \
+            open(os.path.join(sockets, "kernel.log"), "w+") as log:
         client = _client(nb, shown, timeout, notebook.parent, sockets)
         try:
-            client.execute()
-            error = None
+            client.execute(stdout=log, stderr=log)
+            error = died = None
         except CellExecutionError as exc:
-            error = exc
+            error, died = exc, None
+        except DeadKernelError as exc:
+            log.seek(0)
+            error, died = None, (str(exc) or "the kernel died") + "".join(
+                f"\n  kernel: {line.rstrip()}" for line in log.read().splitlines()[-5:])
     drop_progress_bars(nb, client.widget_state)
     nbformat.write(nb, target)
     shown.close(time.perf_counter() - start)
+    if died is not None:
+        raise NotebookFailed(f"{notebook}: {died}\n  the copy executed so far: {target}")
     if error is not None:
         failed = next((i for i, cell in enumerate(nb.cells)
                        if any(o.get("output_type") == "error" for o in cell.get("outputs", []))), None)
