@@ -512,6 +512,8 @@ def test_auto_budget_follows_the_paths_under_a_time_cap():
     assert steps == 125                      # 30 min x 240 tokens/s = 432,000 tokens = 500 passes of 864
     assert reason.startswith("insurance: 2,381 paths want 33,334 dialogue passes; 30 minutes at 240 tokens/s "
                              "buys 500") and "capped at 125 steps" in reason and "GPU" in reason
+    steps, reason = auto_budget(2381, 864, 4, max_minutes=30, tokens_per_second=131.4, measured=True)
+    assert steps == 68 and "30 minutes at 131 tokens/s (measured here) buys 273" in reason
     steps, reason = auto_budget(2381, 864, 4, max_minutes=30, tokens_per_second=None)     # CUDA: no cap
     assert steps == 8334 and "no time cap" in reason
 
@@ -539,6 +541,52 @@ def test_max_steps_auto_sizes_the_run_from_the_training_split(corpus, tmp_path, 
     assert 14 * paths < 1200 and trainer.args.max_steps == 300          # a toy workflow: the 1,200-pass floor
     out = capsys.readouterr().out
     assert out.count("dialogue passes") == 1 and f"toy: {paths} paths want" in out and trainer.budget in out
+
+
+def test_max_steps_auto_caps_by_the_speed_measured_here_and_leaves_the_model_as_it_was(corpus, tmp_path, capsys):
+    import random
+
+    import torch
+
+    from subterra.training import measure_speed
+
+    trainer, _, _ = build_trainer(corpus, tmp_path / "a", None, max_steps=7, **{**TINY, "packing": False})
+    before = {name: p.detach().clone() for name, p in trainer.model.named_parameters()}
+    torch.manual_seed(3)
+    random.seed(3)
+    draws = torch.rand(1), random.random()
+    torch.manual_seed(3)
+    random.seed(3)
+    speed = measure_speed(trainer)
+    assert speed > 0 and all(p.grad is None for p in trainer.model.parameters())
+    assert all(torch.equal(before[name], p) for name, p in trainer.model.named_parameters())
+    assert (torch.rand(1), random.random()) == draws                      # the data order is not moved on
+
+    # a slow machine: max_minutes buys fewer passes than the 1,200-pass floor, and the line says what was timed
+    trainer, _, _ = build_trainer(corpus, tmp_path / "b", None, max_steps="auto", max_minutes=0.001,
+                                  **{**TINY, "packing": False})
+    out = capsys.readouterr().out
+    assert "timing a few training passes" in out and "(measured here)" in out and "capped at" in out
+    assert 1 <= trainer.args.max_steps < 300 and f"capped at {trainer.args.max_steps:,} steps" in trainer.budget
+
+
+def test_a_resumed_auto_run_keeps_the_budget_it_started_with(corpus, tmp_path):
+    checkpoint = tmp_path / "checkpoint-5"
+    checkpoint.mkdir()
+    (checkpoint / "trainer_state.json").write_text(json.dumps({"max_steps": 11, "global_step": 5, "epoch": 0.1}))
+    trainer, _, _ = build_trainer(corpus, tmp_path, None, max_steps="auto", resume_from=str(checkpoint),
+                                  **{**TINY, "packing": False})
+    assert trainer.args.max_steps == 11 and "chosen when this run started (checkpoint-5)" in trainer.budget
+
+
+def test_cpu_tokens_per_second_is_a_speed_or_measure(tmp_path):
+    assert load_recipe(None).cpu_tokens_per_second == "measure"
+    assert load_recipe(None, cpu_tokens_per_second=130).cpu_tokens_per_second == 130
+    for i, value in enumerate(("fast", "0", "true")):
+        bad = tmp_path / f"speed{i}.yaml"
+        bad.write_text(f"cpu_tokens_per_second: {value}\n")
+        with pytest.raises(RecipeError, match=r"field 'cpu_tokens_per_second': must be a positive speed .* or measure"):
+            load_recipe(bad)
 
 
 def _driven(accuracies, patience=2, min_delta=0.01):

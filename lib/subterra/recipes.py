@@ -17,6 +17,7 @@ RECIPE_DIR = FilePath(__file__).resolve().parents[2] / "recipes"
 SCRATCH = "scratch"
 DEFAULT_RECIPE = "smollm2-135m-cpu"
 AUTO = "auto"                            # max_steps: auto -- the budget follows the workflow (training.auto_budget)
+MEASURE = "measure"                      # cpu_tokens_per_second: measure -- timed on this machine before training
 GPU_RECIPE = "qwen2.5-0.5b-instruct"     # one modest GPU (16-24 GB): what a hosted notebook with a GPU gets
 SCRATCH_SHAPE = ("vocab_size", "num_layers", "hidden_size", "num_heads", "intermediate_size")   # the tiny model's
 PLATEAU = ("plateau_patience", "plateau_min_delta", "plateau_dialogues")                     # stop_on_plateau's
@@ -52,7 +53,7 @@ class Recipe:
     num_train_epochs: float = 4.0
     max_steps: int | str = -1             # > 0 overrides the epochs; "auto": sized by the corpus (auto_budget)
     max_minutes: float = 30               # auto: the training time a CPU run may take (no cap on CUDA)
-    cpu_tokens_per_second: float = 240    # auto: the CPU speed assumed for that cap (2-core AMX, SmolLM2-135M)
+    cpu_tokens_per_second: float | str = MEASURE   # auto: the CPU speed for that cap; "measure": timed here
     learning_rate: float = 1e-3
     lr_scheduler_type: str = "cosine"
     warmup_ratio: float = 0.05
@@ -115,8 +116,8 @@ _CHOICES = {"lr_scheduler_type": ("cosine", "linear", "constant", "constant_with
             "eval_strategy": ("epoch", "steps"), "bf16": (True, False, "auto")}
 _POSITIVE = {"vocab_size", "num_layers", "hidden_size", "num_heads", "intermediate_size", "num_train_epochs",
              "learning_rate", "per_device_train_batch_size", "gradient_accumulation_steps", "max_length",
-             "eval_steps", "save_total_limit", "logging_steps", "max_minutes", "cpu_tokens_per_second",
-             "plateau_patience", "plateau_dialogues"}
+             "eval_steps", "save_total_limit", "logging_steps", "max_minutes", "plateau_patience",
+             "plateau_dialogues"}
 
 
 def _check(recipe: Recipe) -> Recipe:
@@ -129,6 +130,8 @@ def _check(recipe: Recipe) -> Recipe:
         expect = {"int": (int,), "float": (int, float), "bool": (bool,), "str": (str,)}.get(kind)
         if name == "bf16":
             expect = (bool, str)
+        if name == "cpu_tokens_per_second":
+            expect = None                 # a positive speed or "measure": checked below
         if expect and (not isinstance(value, expect) or (isinstance(value, bool) and bool not in expect)):
             raise fail(name, f"expected {kind.split(' ')[0]}, got {value!r}")
         if name in _POSITIVE and value <= 0:
@@ -138,6 +141,9 @@ def _check(recipe: Recipe) -> Recipe:
     steps = recipe.max_steps
     if steps != AUTO and (not isinstance(steps, int) or isinstance(steps, bool) or not (steps > 0 or steps == -1)):
         raise fail("max_steps", f"must be a positive number of steps, -1 (the epochs) or {AUTO}; got {steps!r}")
+    speed = recipe.cpu_tokens_per_second
+    if speed != MEASURE and (isinstance(speed, bool) or not isinstance(speed, (int, float)) or speed <= 0):
+        raise fail("cpu_tokens_per_second", f"must be a positive speed (tokens/s) or {MEASURE}; got {speed!r}")
     if recipe.plateau_min_delta < 0:
         raise fail("plateau_min_delta", f"must be 0 or positive, got {recipe.plateau_min_delta!r}")
     if not 0 <= recipe.relexicalize <= 1:
@@ -193,11 +199,12 @@ def load_recipe(source: "str | FilePath | dict | Recipe | None" = None, **overri
         data.pop("model_name_or_path", None)
     for name in ("learning_rate", "warmup_ratio", "weight_decay", "num_train_epochs", "relexicalize", "max_minutes",
                  "cpu_tokens_per_second", "plateau_min_delta"):
-        if isinstance(data.get(name), str):         # YAML reads 2e-5 (no dot) as a string
+        if isinstance(data.get(name), str) and data[name] != MEASURE:   # YAML reads 2e-5 (no dot) as a string
             try:
                 data[name] = float(data[name])
             except ValueError:
-                raise RecipeError(f"expected a number, got {data[name]!r}", file=file, field=name) from None
+                if name != "cpu_tokens_per_second":         # its own check names both forms it takes
+                    raise RecipeError(f"expected a number, got {data[name]!r}", file=file, field=name) from None
     return _check(Recipe(**data, source=file))
 
 

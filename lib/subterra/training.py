@@ -35,7 +35,7 @@ from typing import Any, Iterable
 
 from .encoding import (IGNORE, Collator, FreshValues, build_dataset, corpus_texts, cover_paths, dialogue_lengths,
                        fit_tokenizer)
-from .recipes import AUTO, DEFAULT_RECIPE, SCRATCH, Recipe, RecipeError, accelerator, load_recipe, parse_overrides
+from .recipes import AUTO, DEFAULT_RECIPE, MEASURE, SCRATCH, Recipe, RecipeError, accelerator, load_recipe, parse_overrides
 from .store import write_atomic
 
 
@@ -143,7 +143,7 @@ MIN_PASSES = 1_200        # a 15-node workflow: 300 steps of 4 failed 1 of 40 co
 
 
 def auto_budget(paths: int, mean_tokens: float, batch_size: float, max_minutes: float = 30,
-                tokens_per_second: float | None = 240, name: str = "corpus") -> tuple[int, str]:
+                tokens_per_second: float | None = 240, name: str = "corpus", measured: bool = False) -> tuple[int, str]:
     """The training steps of ``max_steps: auto`` and one line saying why: ``(steps, reason)``.
 
     A fixed budget does not follow the workflow: 60 steps left a 15-node workflow failing 70% of
@@ -151,8 +151,10 @@ def auto_budget(paths: int, mean_tokens: float, batch_size: float, max_minutes: 
     The rule: about ``PASSES_PER_PATH`` (14) dialogue passes per distinct path of the training
     split, never fewer than ``MIN_PASSES`` (1,200), and no more than ``max_minutes`` of training
     buys at ``tokens_per_second`` with dialogues of ``mean_tokens`` (evaluations come on top).
-    ``tokens_per_second=None`` (CUDA) sets no cap. ``batch_size`` is dialogues per optimizer step.
+    ``tokens_per_second=None`` (CUDA) sets no cap; ``measured``: it was timed on this machine
+    (:func:`measure_speed`). ``batch_size`` is dialogues per optimizer step.
     """
+    speed = f"{tokens_per_second:.0f} tokens/s" + (" (measured here)" if measured else "") if tokens_per_second else ""
     wanted = max(PASSES_PER_PATH * paths, MIN_PASSES)
     steps = math.ceil(wanted / batch_size)
     reason = f"{name}: {paths:,} paths want {PASSES_PER_PATH * paths:,} dialogue passes"
@@ -162,24 +164,85 @@ def auto_budget(paths: int, mean_tokens: float, batch_size: float, max_minutes: 
     affordable = int(max_minutes * 60 * tokens_per_second / mean_tokens)
     if affordable >= wanted:
         minutes = wanted * mean_tokens / tokens_per_second / 60
-        return steps, f"{reason}: {steps:,} steps of {batch_size:.3g}, about {minutes:.0f} minutes at " \
-                      f"{tokens_per_second:g} tokens/s"
+        return steps, f"{reason}: {steps:,} steps of {batch_size:.3g}, about {minutes:.0f} minutes at {speed}"
     steps = max(1, int(affordable // batch_size))
-    return steps, (f"{reason}; {max_minutes:g} minutes at {tokens_per_second:g} tokens/s buys {affordable:,} "
+    return steps, (f"{reason}; {max_minutes:g} minutes at {speed} buys {affordable:,} "
                    f"({mean_tokens:.0f} tokens each): capped at {steps:,} steps of {batch_size:.3g} -- "
                    f"more max_minutes or a GPU for the full budget")
 
 
-def _auto_steps(recipe: Recipe, split, lengths: list[int]) -> tuple[int, str]:
-    """:func:`auto_budget` for a training split: its paths, its dialogues' trained tokens, the dialogues a step holds."""
+def measure_speed(trainer, batches: int = 3) -> float:
+    """Training tokens per second of ``trainer``'s model on this machine: whole steps (forward, backward,
+    clipping, an AdamW update) on a copy of the model, one to warm up and ``batches`` timed, each of the
+    training dialogues nearest the mean length (the sampler groups by length, so a real batch has little
+    padding; its first batch is the longest). The model, its weights and every random state are left as
+    they were.
+
+    What ``cpu_tokens_per_second: measure`` uses for the time cap of ``max_steps: auto``: CPUs differ
+    (SmolLM2-135M trains at about 240 tokens/s on 2 cores with AMX, 135 with AVX-512 BF16, 120 with AVX2),
+    and the update is a fixed cost per step that a forward and backward pass alone would leave out (a
+    third of a step for short dialogues)."""
+    import copy
+    import random
+
+    import numpy as np
+    import torch
+
+    python, numpy = random.getstate(), np.random.get_state()
+    model = copy.deepcopy(trainer.model)
+    weights = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(weights, lr=trainer.args.learning_rate, weight_decay=trainer.args.weight_decay)
+    tokens, seconds = 0, 0.0
+    try:
+        with torch.random.fork_rng(devices=[]):
+            for k, batch in enumerate(_typical_batches(trainer, batches + 1)):
+                start = time.perf_counter()
+                trainer.training_step(model, batch, num_items_in_batch=(batch["labels"] != IGNORE).sum())
+                torch.nn.utils.clip_grad_norm_(weights, trainer.args.max_grad_norm)
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+                if k:                                     # the first step warms up: not timed
+                    seconds += time.perf_counter() - start
+                    tokens += int(batch["attention_mask"].sum() if "attention_mask" in batch else batch["input_ids"].numel())
+    finally:
+        random.setstate(python)
+        np.random.set_state(numpy)
+        del model, optimizer, weights
+    return tokens / seconds if seconds else float(trainer.args.per_device_train_batch_size)
+
+
+def _typical_batches(trainer, count: int) -> list[dict]:
+    """``count`` training batches of the dialogues nearest the mean length (packed blocks: the first ones)."""
+    data, size = trainer.train_dataset, trainer.args.per_device_train_batch_size
+    n = min(len(data), count * size)
+    if trainer.args.train_sampling_strategy == "group_by_length":
+        sizes = getattr(data, "lengths", None) or [len(ids) for ids in data["input_ids"]]
+        mean = sum(sizes) / len(sizes)
+        rows = sorted(range(len(data)), key=lambda i: abs(sizes[i] - mean))[:n]
+    else:
+        rows = list(range(n))
+    return [trainer.data_collator([data[i] for i in rows[k:k + size]]) for k in range(0, n, size)]
+
+
+def _auto_steps(recipe: Recipe, trainer, split, lengths: list[int], resume_from: str | None = None) -> tuple[int, str]:
+    """:func:`auto_budget` for a training split: its paths, its dialogues' trained tokens, the dialogues a step
+    holds, this machine's speed. A resumed run keeps the budget its checkpoint was trained under."""
+    name = (split[0].get("domain") or "corpus") if len(split) else "corpus"
+    if resume_from:
+        steps = json.loads((FilePath(resume_from) / "trainer_state.json").read_text())["max_steps"]
+        return steps, f"{name}: {steps:,} steps, the budget chosen when this run started ({FilePath(resume_from).name})"
     mean = sum(min(n, recipe.max_length) for n in lengths) / max(len(lengths), 1)
     per_step = recipe.per_device_train_batch_size * recipe.gradient_accumulation_steps * int(
         os.environ.get("WORLD_SIZE", 1))
     if recipe.packing:           # a step is blocks of max_length tokens: count the dialogues they hold
         per_step *= max(1.0, recipe.max_length / mean)
-    name = (split[0].get("domain") or "corpus") if len(split) else "corpus"
-    return auto_budget(len(set(split["path_id"])), mean, per_step, recipe.max_minutes,
-                       None if accelerator() == "cuda" else recipe.cpu_tokens_per_second, name)
+    speed, measured = recipe.cpu_tokens_per_second, recipe.cpu_tokens_per_second == MEASURE
+    if accelerator() == "cuda":
+        speed, measured = None, False
+    elif measured:
+        print("max_steps: auto -- timing a few training passes on this machine for the time cap ...", flush=True)
+        speed = measure_speed(trainer)
+    return auto_budget(len(set(split["path_id"])), mean, per_step, recipe.max_minutes, speed, name, measured)
 
 
 def next_step_check(workflow, tokenizer, dialogues: int = 8, seed: int = 0):
@@ -407,10 +470,12 @@ def _trainer_class():
 
 
 def build_trainer(corpus, out_dir: str | FilePath, recipe: "Recipe | str | dict | None" = None,
-                  callbacks: Iterable = (), progress: bool = False, workflow=None, **overrides: Any):
+                  callbacks: Iterable = (), progress: bool = False, workflow=None, resume_from: str | None = None,
+                  **overrides: Any):
     """The ``Trainer`` that :func:`train` runs (model, tokenizer, packed data), and the recipe it used.
 
-    ``workflow`` (a Workflow) is what ``stop_on_plateau`` checks the live model against."""
+    ``workflow`` (a Workflow) is what ``stop_on_plateau`` checks the live model against;
+    ``resume_from`` (a checkpoint folder) keeps the step budget of ``max_steps: auto`` it was trained under."""
     recipe = load_recipe(recipe, **overrides)
     if recipe.stop_on_plateau and workflow is None:
         raise RecipeError("needs the workflow to check against (subterra train --domain; workflow= in Python)",
@@ -429,10 +494,6 @@ def build_trainer(corpus, out_dir: str | FilePath, recipe: "Recipe | str | dict 
         print(f"{truncated} of {len(lengths)} training dialogues are longer than max_length {recipe.max_length} "
               f"(the longest: {max(lengths)} tokens) and are cut there: the end of a cut dialogue, its ending, "
               f"is never trained on (--set max_length={-(-max(lengths) // 64) * 64} keeps them whole)")
-    steps, budget = recipe.max_steps, None
-    if recipe.max_steps == AUTO:
-        steps, budget = _auto_steps(recipe, train_split, lengths)
-        print(budget)
     train_set, train_tokens = build_dataset(train_split, tokenizer, recipe, recipe.seed, augment=True, lengths=lengths)
     eval_split = corpus["eval"] if "eval" in corpus else corpus["train"]
     if recipe.max_eval_dialogues:
@@ -443,10 +504,15 @@ def build_trainer(corpus, out_dir: str | FilePath, recipe: "Recipe | str | dict 
     if recipe.stop_on_plateau:
         check = next_step_check(workflow, tokenizer, recipe.plateau_dialogues, recipe.seed)
         callbacks.append(plateau_stop(check, recipe.plateau_patience, recipe.plateau_min_delta))
-    args = training_arguments(recipe, out_dir, disable_tqdm=not progress, max_steps=steps)
+    auto = recipe.max_steps == AUTO
+    args = training_arguments(recipe, out_dir, disable_tqdm=not progress, max_steps=1 if auto else recipe.max_steps)
     trainer = _trainer_class()(model=model, args=args,
                                train_dataset=train_set, eval_dataset=eval_set, data_collator=collator,
                                processing_class=tokenizer, callbacks=callbacks)
+    budget = None
+    if auto:                              # sized once the trainer exists: measuring the speed needs it
+        trainer.args.max_steps, budget = _auto_steps(recipe, trainer, train_split, lengths, resume_from)
+        print(budget)
     trainer.train_tokens = train_tokens      # real tokens in one epoch of the training split
     trainer.truncated = truncated            # training dialogues cut at max_length
     trainer.budget = budget                  # max_steps: auto -- why this many steps
@@ -469,12 +535,13 @@ def train(corpus, out_dir: str | FilePath, recipe: "Recipe | str | dict | None" 
         from .agent import keep_freed_memory
 
         keep_freed_memory()              # no mmap/munmap per large tensor: a fifth of a CPU step in the kernel
-    trainer, recipe, corpus = build_trainer(corpus, out_dir, recipe, callbacks, progress, workflow, **overrides)
-    train_tokens = trainer.train_tokens
-    padding = padding_fraction(trainer.get_train_dataloader())
+    recipe = load_recipe(recipe, **overrides)
     checkpoint = get_last_checkpoint(str(out_dir)) if resume and out_dir.exists() else None
     if checkpoint and not _same_recipe(out_dir, recipe):
         checkpoint = None                        # another recipe's checkpoints: kept aside, never resumed from
+    trainer, recipe, corpus = build_trainer(corpus, out_dir, recipe, callbacks, progress, workflow, checkpoint)
+    train_tokens = trainer.train_tokens
+    padding = padding_fraction(trainer.get_train_dataloader())
     out_dir.mkdir(parents=True, exist_ok=True)
     write_atomic(out_dir / RECIPE_RECORD, json.dumps(recipe.as_dict(), indent=1, sort_keys=True, default=str))
     epoch0 = json.loads((FilePath(checkpoint) / "trainer_state.json").read_text())["epoch"] if checkpoint else 0.0
