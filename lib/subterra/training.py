@@ -197,7 +197,8 @@ def measure_speed(trainer, batches: int = 3) -> float:
         with torch.random.fork_rng(devices=[]):
             for k, batch in enumerate(_typical_batches(trainer, batches + 1)):
                 start = time.perf_counter()
-                trainer.training_step(model, batch, num_items_in_batch=(batch["labels"] != IGNORE).sum())
+                with trainer.accelerator.autocast():      # as the prepared model runs: bf16 where the recipe has it
+                    trainer.training_step(model, batch, num_items_in_batch=(batch["labels"] != IGNORE).sum())
                 torch.nn.utils.clip_grad_norm_(weights, trainer.args.max_grad_norm)
                 optimizer.step()
                 optimizer.zero_grad(set_to_none=True)
