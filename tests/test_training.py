@@ -388,6 +388,19 @@ def test_bf16_auto_only_where_it_is_fast(monkeypatch):
     assert training._bf16(load_recipe(None, bf16=False)) is False
 
 
+@pytest.mark.parametrize("bf16, dtype", [(True, torch.bfloat16), (False, torch.float32)])
+def test_a_training_step_computes_in_the_precision_the_recipe_asks(corpus, tmp_path, bf16, dtype):
+    # the loss calls the decoder directly, past the forward accelerate wraps in autocast: a bf16 recipe
+    # ran in fp32 on a CPU until the loss autocast itself
+    trainer, _, _ = build_trainer(corpus, tmp_path, None, max_steps=1, bf16=bf16, **TINY)
+    seen = []
+    layer = trainer.model.get_decoder().layers[0].mlp.down_proj
+    layer.register_forward_hook(lambda module, args, out: seen.append(out.dtype))
+    batch = next(iter(trainer.get_train_dataloader()))
+    trainer.training_step(trainer.model, batch, num_items_in_batch=(batch["labels"] != -100).sum())
+    assert seen == [dtype] and all(p.dtype == torch.float32 for p in trainer.model.parameters())   # fp32 weights
+
+
 # --------------------------------------------------------------------------- the real default base, when installed
 
 def _real_base():

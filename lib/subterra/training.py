@@ -197,8 +197,7 @@ def measure_speed(trainer, batches: int = 3) -> float:
         with torch.random.fork_rng(devices=[]):
             for k, batch in enumerate(_typical_batches(trainer, batches + 1)):
                 start = time.perf_counter()
-                with trainer.accelerator.autocast():      # as the prepared model runs: bf16 where the recipe has it
-                    trainer.training_step(model, batch, num_items_in_batch=(batch["labels"] != IGNORE).sum())
+                trainer.training_step(model, batch, num_items_in_batch=(batch["labels"] != IGNORE).sum())
                 torch.nn.utils.clip_grad_norm_(weights, trainer.args.max_grad_norm)
                 optimizer.step()
                 optimizer.zero_grad(set_to_none=True)
@@ -453,7 +452,10 @@ def _trainer_class():
             items = num_items_in_batch
             if items is None and model.training:       # no global count: average here, split over accumulation
                 items = (inputs["labels"][:, 1:] != IGNORE).sum().clamp(min=1) * self.current_gradient_accumulation_steps
-            loss = assistant_loss(model, inputs, items)
+            # the decoder is called directly, past the forward that accelerate wraps in autocast: so autocast
+            # here (bf16 on a CPU that has it, fp32 weights kept for the optimizer; a no-op without mixed precision)
+            with self.accelerator.autocast():
+                loss = assistant_loss(model, inputs, items)
             if self.args.average_tokens_across_devices and num_items_in_batch is not None:
                 loss = loss * self.accelerator.num_processes
             return (loss, {"loss": loss}) if return_outputs else loss
