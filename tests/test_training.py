@@ -314,9 +314,15 @@ def test_command_line_trains_single_process_and_reports_bad_recipes(corpus, tmp_
     """`python -m subterra.training` is what `accelerate launch` runs; on a laptop it is one process."""
     from subterra.training import main
 
+    from conftest import TOY
+
     corpus.save_to_disk(str(tmp_path / "corpus"))
-    sets = [f"--set={k}={v}" for k, v in {**TINY, "max_steps": 2, "eval_steps": 2}.items()]
-    assert main([str(tmp_path), str(tmp_path / "model"), *sets]) == 0
+    (tmp_path / "toy.yaml").write_text(TOY)
+    sets = [f"--set={k}={v}" for k, v in {**TINY, "model_name_or_path": "scratch", "max_steps": 2, "eval_steps": 2,
+                                           "plateau_dialogues": 1}.items()]
+    assert main([str(tmp_path), str(tmp_path / "model"), *sets]) == 1            # the default's plateau stop
+    assert "field 'stop_on_plateau': needs the workflow" in capsys.readouterr().err
+    assert main([str(tmp_path), str(tmp_path / "model"), "--domain", str(tmp_path / "toy.yaml"), *sets]) == 0
     assert "eval loss" in capsys.readouterr().out
     assert read_training_record(tmp_path / "model")["global_step"] == 2
     assert main([str(tmp_path), str(tmp_path / "model2"), "--set", "learnin_rate=1"]) == 1
@@ -424,13 +430,15 @@ def test_loss_mask_on_the_default_bases_own_chat_template():
 
 
 def test_a_few_steps_on_the_real_default_base(corpus, tmp_path):
+    from conftest import TOY
+
     from subterra.recipes import DEFAULT_RECIPE
 
     _real_base()
     recipe = load_recipe(DEFAULT_RECIPE, max_steps=2, per_device_train_batch_size=2, eval_steps=2,
-                         max_eval_dialogues=2, logging_steps=1)
-    result = train(corpus, tmp_path, recipe)
-    assert result.global_step == 2 and result.parameters > 100e6
+                         max_eval_dialogues=2, logging_steps=1, plateau_dialogues=1)
+    result = train(corpus, tmp_path, recipe, workflow=parse_workflow(TOY))
+    assert result.global_step == 2 and result.parameters > 100e6 and [row["step"] for row in result.plateau] == [2]
     losses = [h["loss"] for h in result.history if "loss" in h]
     assert len(losses) == 2 and all(0 < loss < 10 for loss in losses)
     card = (tmp_path / "README.md").read_text()
@@ -536,7 +544,9 @@ def test_max_steps_auto_in_a_recipe_and_bad_values_fail_in_one_line(tmp_path):
 
     auto = load_recipe("smollm2-135m-auto")
     assert (auto.max_steps, auto.stop_on_plateau, auto.eval_steps) == ("auto", True, 50)
-    assert load_recipe(DEFAULT_RECIPE).max_steps == 60 and not load_recipe(DEFAULT_RECIPE).stop_on_plateau
+    default, fixed = load_recipe(DEFAULT_RECIPE), load_recipe("smollm2-135m-cpu")
+    assert default.max_steps == "auto" and default.stop_on_plateau and default.cpu_tokens_per_second == "measure"
+    assert fixed.max_steps == 60 and not fixed.stop_on_plateau        # the full settings' recipe, for 300 steps
     assert load_recipe(None, **parse_overrides(["max_steps=auto"])).max_steps == "auto"
     assert load_recipe(None, max_steps=-1).max_steps == -1
     for i, text in enumerate(("max_steps: soon\n", "max_steps: 0\n", "max_steps: 2.5\n", "plateau_patience: 0\n")):

@@ -244,15 +244,16 @@ def recorded_runs(domain: str, part: str = "") -> dict[str, list[dict]]:
     return {name: runs[name] for name in _ordered(runs)}
 
 
-def judge_recorded(domain: str, runs: dict[str, list[dict]] | None = None
+def judge_recorded(domain: str, runs: dict[str, list[dict]] | None = None, workflow=None
                    ) -> tuple[pd.DataFrame, dict[str, list[dict]]]:
     """The recorded full setting of ``domain`` (``runs``: :func:`recorded_runs`, read here when not given) judged
-    now by the offline judge: (scores, transcripts)."""
+    now by the offline judge: (scores, transcripts). ``workflow``: the one the runs were made on, where it is
+    not a shipped domain (a workflow written for the tests)."""
     from .judge import OfflineJudge, judge_transcripts, scores_frame
     from .workflow import load_domain
 
     runs = recorded_runs(domain) if runs is None else runs
-    judge = OfflineJudge(load_domain(domain))
+    judge = OfflineJudge(workflow or load_domain(domain))
     scores = scores_frame(judge_transcripts([t for rows in runs.values() for t in rows], judge, progress=False))
     scores["error"] = scores["error"].where(scores["error"].notna(), None)
     return scores, runs

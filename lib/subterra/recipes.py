@@ -1,9 +1,9 @@
 """Training recipes: every setting of a compile in one validated dataclass, one YAML file per model.
 
-Recipes live in ``recipes/`` (alignment-handbook style): ``smollm2-135m-cpu`` (the default: the
-pretrained SmolLM2-135M-Instruct on a CPU), ``smollm2-135m-auto`` (the same with a step budget
-sized by the workflow and a plateau stop; being validated), ``tiny-cpu`` (a model trained from
-scratch: the lesson of notebook 04), and the paper's GPU recipes. :func:`load_recipe` reads a
+Recipes live in ``recipes/`` (alignment-handbook style): ``smollm2-135m-auto`` (the default: the
+pretrained SmolLM2-135M-Instruct on a CPU, a step budget sized by the workflow and a plateau stop),
+``smollm2-135m-cpu`` (the same base for a fixed 60 steps: what the full settings' records used for
+300), ``tiny-cpu`` (a model trained from scratch: the lesson of notebook 04), and the paper's GPU recipes. :func:`load_recipe` reads a
 name, a file, a dict or a Recipe; a bad field fails with one line naming the file and the field.
 """
 
@@ -15,7 +15,7 @@ from typing import Any, Iterable
 
 RECIPE_DIR = FilePath(__file__).resolve().parents[2] / "recipes"
 SCRATCH = "scratch"
-DEFAULT_RECIPE = "smollm2-135m-cpu"
+DEFAULT_RECIPE = "smollm2-135m-auto"
 AUTO = "auto"                            # max_steps: auto -- the budget follows the workflow (training.auto_budget)
 MEASURE = "measure"                      # cpu_tokens_per_second: measure -- timed on this machine before training
 GPU_RECIPE = "qwen2.5-0.5b-instruct"     # one modest GPU (16-24 GB): what a hosted notebook with a GPU gets
