@@ -3,8 +3,9 @@
 Recipes live in ``recipes/`` (alignment-handbook style): ``smollm2-135m-auto`` (the default: the
 pretrained SmolLM2-135M-Instruct on a CPU, a step budget sized by the workflow and a plateau stop),
 ``smollm2-135m-cpu`` (the same base for a fixed 60 steps: what the full settings' records used for
-300), ``tiny-cpu`` (a model trained from scratch: the lesson of notebook 04), and the paper's GPU recipes. :func:`load_recipe` reads a
-name, a file, a dict or a Recipe; a bad field fails with one line naming the file and the field.
+300), ``tiny-cpu`` (a model trained from scratch: the lesson of notebook 04), and the paper's GPU
+recipes. :func:`load_recipe` reads a name, a file, a dict or a Recipe; a bad field fails with one
+line naming the file and the field.
 """
 
 from __future__ import annotations
