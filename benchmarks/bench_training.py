@@ -1,8 +1,9 @@
 """Training benchmark: compile a workflow into the default model and measure what it learned.
 
 1. the offline corpus (2,125 travel dialogues by default; reused when already written),
-2. the default recipe (``smollm2-135m-cpu``: the pretrained SmolLM2-135M-Instruct, full parameters;
-   the wall time is the figure to watch: ~15 minutes on 2 CPU cores is the budget), with a
+2. the default recipe (``smollm2-135m-auto``: the pretrained SmolLM2-135M-Instruct, full parameters, a step
+   budget that follows the workflow and a plateau stop; the wall time is the figure to watch: at most ~30
+   minutes of training on 2 CPU cores, evaluations on top), with a
    learning curve: next step and values carried on ``--curve-n`` held-out dialogues at
    ``--curve`` points (their evaluation time is not counted as training time),
 3. next-step accuracy and value carrying on ``--eval-n`` held-out scenarios (gold customer turns fed in),
@@ -110,7 +111,7 @@ def speed_table(corpus, recipe, work: Path, steps: int = 5) -> None:
     for label, extra, plain in variants:
         shutil.rmtree(work, ignore_errors=True)
         trainer, _, _ = build_trainer(corpus, work, recipe, max_steps=steps, eval_strategy="steps",
-                                      eval_steps=10 * steps, logging_steps=steps, **extra)
+                                      eval_steps=10 * steps, logging_steps=steps, stop_on_plateau=False, **extra)
         trainer.args.load_best_model_at_end = False
         trainer.args.save_strategy = "no"
         if plain:
@@ -128,7 +129,8 @@ def throughput_vs_trl(corpus, model_dir: Path, work: Path, recipe, steps: int = 
     from subterra.training import build_trainer, tiny_model
 
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    short = dict(max_steps=steps, eval_strategy="steps", eval_steps=10 * steps, logging_steps=steps)
+    short = dict(max_steps=steps, eval_strategy="steps", eval_steps=10 * steps, logging_steps=steps,
+                 stop_on_plateau=False)
     shutil.rmtree(work, ignore_errors=True)
     shutil.copytree(model_dir, work / "ours", ignore=shutil.ignore_patterns("checkpoint-*", "*.safetensors"))
     trainer, _, _ = build_trainer(corpus, work / "ours", recipe, **short)
@@ -205,7 +207,7 @@ def main() -> None:
                       recipe.per_device_train_batch_size * recipe.gradient_accumulation_steps)
         if curve.steps:
             print(f"learning curve ({args.curve_n} held-out dialogues per point):")
-        result = train(corpus, out / "model", recipe, callbacks=[curve.callback])
+        result = train(corpus, out / "model", recipe, callbacks=[curve.callback], workflow=wf)   # for the plateau stop
         seconds = result.train_seconds - curve.seconds
         print(f"training: {seconds / 60:.1f} min, {result.global_step} steps "
               f"({result.global_step * curve.batch} dialogue passes), {result.parameters / 1e6:.1f} M parameters, "
