@@ -194,20 +194,20 @@ def measure_speed(trainer, batches: int = 3) -> float:
     tokens, seconds = 0, 0.0
     try:
         with torch.random.fork_rng(devices=[]):
-            for k, batch in enumerate(_typical_batches(trainer, batches + 1)):
+            steps = _typical_batches(trainer, batches + 1)
+            for k, batch in enumerate(steps):
                 start = time.perf_counter()
                 trainer.training_step(model, batch, num_items_in_batch=(batch["labels"] != IGNORE).sum())
                 torch.nn.utils.clip_grad_norm_(weights, trainer.args.max_grad_norm)
                 optimizer.step()
                 optimizer.zero_grad(set_to_none=True)
-                if k:                                     # the first step warms up: not timed
+                if k or len(steps) == 1:                  # the first step warms up, unless it is the only one
                     seconds += time.perf_counter() - start
                     tokens += int(batch["attention_mask"].sum() if "attention_mask" in batch else batch["input_ids"].numel())
     finally:
         random.setstate(python)
         np.random.set_state(numpy)
-        del model, optimizer, weights
-    return tokens / seconds if seconds else float(trainer.args.per_device_train_batch_size)
+    return tokens / seconds
 
 
 def _typical_batches(trainer, count: int) -> list[dict]:
