@@ -679,3 +679,39 @@ def test_a_branch_on_a_looked_up_value_waits_for_the_look_up():
     unasked = {**grace, "messages": [m for m in grace["messages"] if m["role"] != "tool" and "<tool_call>"
                                      not in m["content"]]}
     assert judge.score(unasked).scores["task_success"] <= 2
+
+
+def test_the_branch_table_reads_insurances_three_policy_hubs_together():
+    """Insurance branches three times on its policy (status, cover, deductible): the oracle takes the path's
+    step at each; one wrong step at any of them makes its conversation wrong, counted per visit too; a hub the
+    workflow lacks is named."""
+    from dataclasses import asdict
+
+    from subterra.analysis import branch_table
+    from subterra.simulation import OfflineUser, Oracle, converse, evaluation_scenarios
+
+    wf = load_domain("insurance_tools")
+    paths = {p.id: p for p in enumerate_paths(wf)}
+    runs = [asdict(converse(Oracle(wf), OfflineUser(wf, s, paths[s.path_id]), wf, s, paths[s.path_id]))
+            for s in evaluation_scenarios(wf, 16)]
+    assert wf.tool_hubs() == {"give_verification", "describe_incident", "total_estimate"}
+    assert load_domain("travel_tools").tool_hubs() == {"confirm_booking"}     # not the customer's leaving
+    assert not load_domain("insurance").tool_hubs()
+    table = branch_table(wf, {"oracle": runs}, wf.tool_hubs())
+    assert table.loc["oracle", "visits right"] == table.loc["oracle", "conversations right"] == 1.0
+    assert table.loc["oracle", "visits"] > table.loc["oracle", "conversations"] >= 10   # several hubs a conversation
+    one_hub = branch_table(wf, {"oracle": runs}, "give_verification")
+    assert one_hub.loc["oracle", "visits"] < table.loc["oracle", "visits"]
+
+    wrong = []
+    for t in runs:
+        nodes = list(t["trace_nodes"])
+        if "total_estimate" in nodes[:-1]:
+            k = nodes.index("total_estimate") + 1
+            nodes[k] = "below_deductible" if nodes[k] != "below_deductible" else "over_limit"
+        wrong.append({**t, "trace_nodes": nodes})
+    table = branch_table(wf, {"oracle": runs, "wrong": wrong}, wf.tool_hubs())
+    changed = sum(a["trace_nodes"] != b["trace_nodes"] for a, b in zip(runs, wrong))
+    assert changed and table.loc["wrong", "conversations right"] == 1 - changed / table.loc["wrong", "conversations"]
+    with pytest.raises(ValueError, match="no node give_verfication"):
+        branch_table(wf, {"oracle": runs}, ("give_verfication",))

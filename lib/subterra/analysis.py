@@ -19,21 +19,20 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import pandas as pd
 import yaml
 
 from .judge import CRITERIA, FAILURE_THRESHOLD, TITLES
 from .stats import compare_conditions, failure_rate
+from .workflow import data_dir, load_domain
 
 ORDER = ("subterranean", "orchestrated", "langgraph", "in_context", "oracle")
 
 
 def paper_results() -> dict:
     """The paper's published numbers, with their source (``data/paper_results.yaml``)."""
-    from .workflow import data_dir
-
     return yaml.safe_load((data_dir() / "paper_results.yaml").read_text())
 
 
@@ -235,8 +234,6 @@ def recorded_runs(domain: str, part: str = "") -> dict[str, list[dict]]:
     e.g. ``lone`` (one conversation at a time: the seconds a lone customer waits)."""
     import gzip
 
-    from .workflow import data_dir
-
     runs = {}
     for record in sorted((data_dir() / "results" / domain / part).glob("*.transcripts.jsonl.gz")):
         with gzip.open(record, "rt", encoding="utf-8") as f:
@@ -250,7 +247,6 @@ def judge_recorded(domain: str, runs: dict[str, list[dict]] | None = None, workf
     now by the offline judge: (scores, transcripts). ``workflow``: the one the runs were made on, where it is
     not a shipped domain (a workflow written for the tests)."""
     from .judge import OfflineJudge, judge_transcripts, scores_frame
-    from .workflow import load_domain
 
     runs = recorded_runs(domain) if runs is None else runs
     judge = OfflineJudge(workflow or load_domain(domain))
@@ -259,25 +255,30 @@ def judge_recorded(domain: str, runs: dict[str, list[dict]] | None = None, workf
     return scores, runs
 
 
-def full_setting_table(domains=("travel", "zoom", "insurance"), reference: str = "subterranean",
+FULL_SETTING_DOMAINS = ("travel", "zoom", "insurance", "insurance_tools")
+
+
+def full_setting_table(domains=FULL_SETTING_DOMAINS, reference: str = "subterranean",
                        baseline: str = "orchestrated", n_resamples: int = 2000) -> pd.DataFrame:
     """Table 1 across the domains with a recorded full setting, judged now: per domain and condition the
     conversations, failure rate (with the paper's beside it), Task Success, product knowledge, and Task
     Success against ``baseline`` paired on the scenarios both ran (difference, Holm-corrected p over the
-    domain's whole family of comparisons, d_z)."""
+    domain's whole family of comparisons, d_z). A workflow that draws another's scenarios (``insurance_tools``:
+    insurance with its policy look-up) gets that domain's published numbers."""
     paper = paper_results()
     rows = []
     for domain in domains:
         runs = recorded_runs(domain)
         if not runs:
             continue
+        published = paper.get(load_domain(domain).family, {})
         scores, _ = judge_recorded(domain, runs)
         table = score_table(scores)
         compared = comparison_table(scores, reference, n_resamples) if len(table) > 1 else None
         for condition in table.index:
             row = {"domain": domain, "condition": condition, "n": int(table.loc[condition, "n"]),
                    "failure_rate": table.loc[condition, "failure_rate"],
-                   "paper_failure_rate": paper.get(domain, {}).get("failure_rate", {}).get(condition, math.nan),
+                   "paper_failure_rate": published.get("failure_rate", {}).get(condition, math.nan),
                    "task_success": table.loc[condition, TITLES["task_success"]],
                    "product_knowledge": table.loc[condition, "product_knowledge"]
                    if "product_knowledge" in table else math.nan}
@@ -290,7 +291,7 @@ def full_setting_table(domains=("travel", "zoom", "insurance"), reference: str =
     return pd.DataFrame(rows).set_index(["domain", "condition"])
 
 
-def full_cost_table(domains=("travel", "zoom", "insurance"), reference: str = "subterranean") -> pd.DataFrame:
+def full_cost_table(domains=FULL_SETTING_DOMAINS, reference: str = "subterranean") -> pd.DataFrame:
     """Table 6 across the domains with a recorded full setting: per domain and condition the conversations, mean
     prompt and completion tokens, dollars per conversation and their ratio to the compiled model's, with the
     paper's dollars and ratio beside them; and the seconds per conversation a lone customer waits, from the
@@ -309,8 +310,9 @@ def full_cost_table(domains=("travel", "zoom", "insurance"), reference: str = "s
         table = cost_table(runs, compile_dollars=math.nan, reference=reference)
         lone = transcript_frame(recorded_runs(domain, "lone"))
         seconds = lone.groupby("condition")["seconds"].mean() if len(lone) else pd.Series(dtype=float)
-        published = paper.get(domain, {}).get("dollars_per_conversation", {})
-        paper_seconds = paper.get(domain, {}).get("seconds_per_conversation", {})
+        paper_domain = paper.get(load_domain(domain).family, {})
+        published = paper_domain.get("dollars_per_conversation", {})
+        paper_seconds = paper_domain.get("seconds_per_conversation", {})
         for condition in table.index:
             rows.append({"domain": domain, "condition": condition,
                          "conversations": int(table.loc[condition, "conversations"]),
@@ -437,13 +439,18 @@ def budget_table(workflow, transcripts: Mapping[str, list[dict]], value: str = "
     return pd.DataFrame(rows).set_index("condition")
 
 
-def branch_table(workflow, transcripts: Mapping[str, list[dict]], hub: str) -> pd.DataFrame:
-    """Per condition: after the customer's step ``hub`` (travel's ``confirm_booking``: the card), does the agent
-    take the step the scenario's path takes there, the k-th time as the path does the k-th time? With tools the
-    path's step is what the tool's answer says (the bank declined); without, nothing in the conversation says it.
-    ``visits`` counts each time a conversation passes the hub; ``conversations right``: every visit right."""
+def branch_table(workflow, transcripts: Mapping[str, list[dict]], hubs: str | Sequence[str]) -> pd.DataFrame:
+    """Per condition: after the customer's step at one of ``hubs`` (travel's ``confirm_booking``: the card;
+    insurance's three policy hubs), does the agent take the step the scenario's path takes there, the k-th time
+    as the path does the k-th time? With tools the path's step is what the tool's answer says (the bank
+    declined, the policy has lapsed); without, nothing in the conversation says it. ``visits`` counts each time
+    a conversation passes a hub; ``conversations right``: every visit right."""
     from .paths import enumerate_paths
 
+    hubs = {hubs} if isinstance(hubs, str) else set(hubs)
+    unknown = sorted(hubs - set(workflow.nodes))
+    if unknown:
+        raise ValueError(f"branch_table: {workflow.name} has no node {', '.join(unknown)}")
     paths = {p.id: p for p in enumerate_paths(workflow)}
     rows = []
     for condition in _ordered(transcripts):
@@ -452,9 +459,11 @@ def branch_table(workflow, transcripts: Mapping[str, list[dict]], hub: str) -> p
             if t.get("error"):
                 continue
             plan = paths[t["path_id"]].nodes
-            wanted = [plan[k + 1] for k in range(len(plan) - 1) if plan[k] == hub]
+            wanted = [plan[k + 1] for k in range(len(plan) - 1) if plan[k] in hubs]
             nodes = t["trace_nodes"]
-            taken = [nodes[k + 1] for k in range(len(nodes) - 1) if nodes[k] == hub]
+            if t["stop_reason"] == "gave_up" and t["messages"][-1]["role"] == "assistant":
+                nodes = nodes[:-1]          # its answer to a customer who left is a goodbye, not a branch
+            taken = [nodes[k + 1] for k in range(len(nodes) - 1) if nodes[k] in hubs]
             pairs = list(zip(taken, wanted))
             if not pairs:
                 continue
@@ -470,17 +479,18 @@ def branch_table(workflow, transcripts: Mapping[str, list[dict]], hub: str) -> p
 
 
 def tools_comparison(without: str = "travel", with_tools: str = "travel_tools", condition: str = "subterranean",
-                     hub: str = "confirm_booking", n_resamples: int = 2000,
+                     hubs: str | Sequence[str] | None = None, n_resamples: int = 2000,
                      runs: Mapping[str, Mapping[str, list[dict]]] | None = None) -> pd.DataFrame:
     """The compile without tools beside the compile with them on the same held-out scenarios: ``condition``'s
     records in ``data/results/<without>`` and ``data/results/<with_tools>`` (or ``runs[workflow][condition]``),
     each judged now by its own workflow's offline judge. Per workflow: conversations, failure rate, Task Success
     and Information Accuracy, look-ups stated as the business has them (:func:`lookup_table`), offers on the
-    budget's right side (:func:`budget_table`), conversations whose every pass of ``hub`` took the path's branch
-    (:func:`branch_table`: travel's card). On the with-tools row, paired on the scenarios both ran: scenarios
-    only one of them failed, and the Task Success difference with its Wilcoxon p (Holm over the five criteria)."""
-    from .workflow import load_domain
-
+    budget's right side (:func:`budget_table`), conversations whose every pass of ``hubs`` took the path's branch
+    (:func:`branch_table`; by default every step whose branches read what a tool returns,
+    :meth:`~subterra.workflow.Workflow.tool_hubs`: travel's card, insurance's three policy hubs). On the
+    with-tools row, paired on the scenarios both ran: scenarios only one of them failed, and the Task Success
+    difference with its Wilcoxon p (Holm over the five criteria)."""
+    hubs = load_domain(with_tools).tool_hubs() if hubs is None else hubs
     rows, scored = [], []
     for name in (without, with_tools):
         workflow = load_domain(name)
@@ -493,7 +503,7 @@ def tools_comparison(without: str = "travel", with_tools: str = "travel_tools", 
                      "information_accuracy": table[TITLES["information_accuracy"]],
                      "lookups_right": lookup_table(workflow, mine).loc[condition, "stated as the business has it"],
                      "offers_on_budget_side": budget_table(workflow, mine).loc[condition, "on the budget's right side"],
-                     "branch_right": branch_table(workflow, mine, hub).loc[condition, "conversations right"]})
+                     "branch_right": branch_table(workflow, mine, hubs).loc[condition, "conversations right"]})
     both = pd.concat(scored, ignore_index=True)
     ok = both[both["error"].isna()]
     failed = ok.assign(failed=ok["task_success"] <= FAILURE_THRESHOLD).pivot(

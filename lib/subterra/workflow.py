@@ -218,6 +218,15 @@ class Workflow:
         once a call has returned it (a flight's price; a policy's status, on which a branch may turn)."""
         return frozenset(name for tool in self.tools.values() for name in tool.returns)
 
+    def tool_hubs(self) -> frozenset[str]:
+        """The customer's steps after which the agent's branch reads a value a tool returns (travel's card:
+        ``payment``; insurance's policy hubs: ``policy_status``, ``policy``): where an agent without the tool can
+        only guess. A branch that is the customer's to take (leaving when the price found is over budget) is
+        not one."""
+        returned = self.returned()
+        return frozenset(e.source for e in self.edges if e.check is not None and e.check.names & returned
+                         and self.nodes[e.target].role == "agent")
+
     def values_of(self, variable: str) -> tuple[Any, ...]:
         """Every value a variable can take: its training pool, then its held-out values (a tool's outcome:
         its values)."""
