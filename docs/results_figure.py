@@ -20,10 +20,11 @@ PAPER_LABELS = {"subterranean": "paper: compiled", "orchestrated": "paper: same 
                 "langgraph": "paper: LangGraph"}
 
 
-def failure_rates(domains=("travel", "zoom", "insurance")) -> dict[str, list[tuple[str, float, int]]]:
+def failure_rates(domains=None) -> dict[str, list[tuple[str, float, int]]]:
     """Per domain with a record: (condition, failure rate, conversations), in the tables' order."""
-    from subterra.analysis import full_setting_table
+    from subterra.analysis import FULL_SETTING_DOMAINS, full_setting_table
 
+    domains = FULL_SETTING_DOMAINS if domains is None else domains
     table = full_setting_table(domains, n_resamples=200)       # only its failure rates are drawn
     return {domain: [(c, float(row["failure_rate"]), int(row["n"])) for c, row in table.loc[domain].iterrows()]
             for domain in table.index.get_level_values("domain").unique()}
@@ -35,10 +36,12 @@ def draw(rates: dict[str, list[tuple[str, float, int]]], out: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from subterra import load_domain
     from subterra.analysis import paper_results
 
-    paper = paper_results()
-    heights = [len(rows) + len(paper.get(domain, {}).get("failure_rate", {})) for domain, rows in rates.items()]
+    published = paper_results()
+    paper = {domain: published.get(load_domain(domain).family, {}) for domain in rates}   # insurance_tools: insurance's
+    heights = [len(rows) + len(paper[domain].get("failure_rate", {})) for domain, rows in rates.items()]
     fig, axes = plt.subplots(len(rates), 1, figsize=(7.5, 0.9 + 0.32 * sum(heights)), sharex=True, squeeze=False,
                              gridspec_kw={"height_ratios": heights})
     for ax, (domain, rows) in zip(axes[:, 0], rates.items()):
@@ -46,13 +49,14 @@ def draw(rates: dict[str, list[tuple[str, float, int]]], out: Path) -> None:
                 for c, rate, n in rows]
         model = {"langgraph": "frontier model"}            # the paper's LangGraph runs the frontier model
         theirs = [(f"{PAPER_LABELS[c]} ({model.get(c, paper[domain]['model'])})", rate, f"{rate * 100:g}%", "white")
-                  for c, rate in paper.get(domain, {}).get("failure_rate", {}).items() if c in PAPER_LABELS]
+                  for c, rate in paper[domain].get("failure_rate", {}).items() if c in PAPER_LABELS]
         bars = (ours + theirs)[::-1]                        # barh draws bottom up
         ax.barh([b[0] for b in bars], [b[1] * 100 for b in bars], color=[b[3] for b in bars], edgecolor="black",
                 linewidth=0.6)
         for y, (_, rate, text, _) in enumerate(bars):
             ax.text(rate * 100 + 1.5, y, text, va="center", fontsize=8)
-        ax.set_title({"zoom": "Zoom"}.get(domain, domain), fontsize=9, loc="left")
+        ax.set_title({"zoom": "Zoom", "insurance_tools": "insurance, with the policy look-up"}.get(domain, domain),
+                     fontsize=9, loc="left")
         ax.set_xlim(0, 115)
         if ax is axes[-1, 0]:
             ax.set_xlabel("failure rate, % of conversations (Task Success ≤ 3)", fontsize=8)

@@ -567,6 +567,16 @@ def test_the_lookup_and_branch_tables_see_what_a_compiled_model_without_tools_ca
     wrong = {**declined, "trace_nodes": declined["trace_nodes"][:k] + ["booking_confirmed"]}
     table = branch_table(wf, {"oracle": oracle_runs, "wrong": [wrong]}, "confirm_booking")
     assert table.loc["wrong", "visits right"] == 0.0 and table.loc["wrong", "conversations right"] == 0.0
+    assert table.loc["oracle", "on the tools' answers"] == 1.0 and table.loc["wrong", "on the tools' answers"] == 0.0
+
+    # the card step also decides between booking and the specialists (a special request): a wrong choice there
+    # is a wrong branch, but not one against the bank's answer
+    approved = next(t for t in oracle_runs if any(
+        pair == ("confirm_booking", "booking_confirmed") for pair in zip(t["trace_nodes"], t["trace_nodes"][1:])))
+    k = approved["trace_nodes"].index("booking_confirmed")
+    handed = {**approved, "trace_nodes": approved["trace_nodes"][:k] + ["specialist_handoff"]}
+    table = branch_table(wf, {"handed": [handed]}, "confirm_booking")
+    assert table.loc["handed", "conversations right"] == 0.0 and table.loc["handed", "on the tools' answers"] == 1.0
 
 
 def _with_price(transcript, price=3590):
@@ -713,5 +723,10 @@ def test_the_branch_table_reads_insurances_three_policy_hubs_together():
     table = branch_table(wf, {"oracle": runs, "wrong": wrong}, wf.tool_hubs())
     changed = sum(a["trace_nodes"] != b["trace_nodes"] for a, b in zip(runs, wrong))
     assert changed and table.loc["wrong", "conversations right"] == 1 - changed / table.loc["wrong", "conversations"]
+    assert table.loc["oracle", "on the tools' answers"] == 1.0                 # every branch read the look-up
+    assert table.loc["wrong", "on the tools' answers"] == table.loc["wrong", "conversations right"]  # against it
+    unasked = [{**t, "messages": [m for m in t["messages"] if m["role"] != "tool"]} for t in runs]
+    table = branch_table(wf, {"unasked": unasked}, wf.tool_hubs())           # no answer came: every branch a guess
+    assert table.loc["unasked", "on the tools' answers"] == 0.0
     with pytest.raises(ValueError, match="no node give_verfication"):
         branch_table(wf, {"oracle": runs}, ("give_verfication",))

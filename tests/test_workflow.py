@@ -136,6 +136,17 @@ def test_conditions_evaluate_without_eval():
             Condition.parse(bad)
 
 
+def test_the_part_of_a_condition_that_reads_some_names():
+    cond = Condition.parse("payment == 'approved' and special_request in ['None.'] and damage <= policy.deductible")
+    part = cond.reading({"payment", "policy"})
+    assert part.source == "payment == 'approved' and damage <= policy.deductible"
+    assert part.evaluate({"payment": "approved", "damage": 10, "policy": {"deductible": 500}})
+    assert cond.reading({"payment", "special_request", "damage", "policy"}) is cond    # every term: itself
+    assert cond.reading({"price"}) is None
+    either = Condition.parse("payment == 'approved' or budget > 3")        # an 'or' is one term: kept whole
+    assert either.reading({"payment"}) is either
+
+
 def test_render_fills_variables_and_catalogue_fields():
     text = render("Go to {city} via the {desk.name}.", {"city": "Faro", "desk": {"name": "Front desk"}})
     assert text == "Go to Faro via the Front desk."

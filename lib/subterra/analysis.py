@@ -444,17 +444,39 @@ def branch_table(workflow, transcripts: Mapping[str, list[dict]], hubs: str | Se
     insurance's three policy hubs), does the agent take the step the scenario's path takes there, the k-th time
     as the path does the k-th time? With tools the path's step is what the tool's answer says (the bank
     declined, the policy has lapsed); without, nothing in the conversation says it. ``visits`` counts each time
-    a conversation passes a hub; ``conversations right``: every visit right."""
+    a conversation passes a hub; ``conversations right``: every visit right.
+
+    A workflow with tools also gets ``on the tools' answers``: the conversations whose every branch taken at a
+    hub agrees with what the tools had returned before it (the branch's condition, where it reads a returned
+    value, holds for the answers; a branch taken before any call that returns it does not). That is the
+    decision the tools inform, apart from others made at the same step: travel_tools' card step also chooses
+    between booking and handing a special request to the specialists, which ``conversations right`` counts
+    and this does not."""
     from .paths import enumerate_paths
+    from .tools import answers_before
 
     hubs = {hubs} if isinstance(hubs, str) else set(hubs)
     unknown = sorted(hubs - set(workflow.nodes))
     if unknown:
         raise ValueError(f"branch_table: {workflow.name} has no node {', '.join(unknown)}")
     paths = {p.id: p for p in enumerate_paths(workflow)}
+    returned = workflow.returned()
+    reads = {(e.source, e.target): e.check.reading(returned) if e.check is not None else None
+             for e in workflow.edges if e.source in hubs}
+
+    def on_answers(hub: str, step: str, values: dict, answers: dict) -> bool:
+        if (hub, step) not in reads:
+            return False                                            # not one of the hub's branches
+        part = reads[hub, step]
+        try:
+            return part is None or part.evaluate({**{k: v for k, v in values.items() if k not in returned},
+                                                  **answers})
+        except (KeyError, TypeError):
+            return False                                            # decided before a call returned it
+
     rows = []
     for condition in _ordered(transcripts):
-        visits = right = conversations = all_right = 0
+        visits = right = conversations = all_right = agreed = 0
         for t in transcripts[condition]:
             if t.get("error"):
                 continue
@@ -463,8 +485,8 @@ def branch_table(workflow, transcripts: Mapping[str, list[dict]], hubs: str | Se
             nodes = t["trace_nodes"]
             if t["stop_reason"] == "gave_up" and t["messages"][-1]["role"] == "assistant":
                 nodes = nodes[:-1]          # its answer to a customer who left is a goodbye, not a branch
-            taken = [nodes[k + 1] for k in range(len(nodes) - 1) if nodes[k] in hubs]
-            pairs = list(zip(taken, wanted))
+            at = [k for k in range(len(nodes) - 1) if nodes[k] in hubs]
+            pairs = list(zip((nodes[k + 1] for k in at), wanted))
             if not pairs:
                 continue
             conversations += 1
@@ -472,9 +494,15 @@ def branch_table(workflow, transcripts: Mapping[str, list[dict]], hubs: str | Se
             hits = sum(a == b for a, b in pairs)
             right += hits
             all_right += hits == len(pairs)
-        rows.append({"condition": condition, "conversations": conversations, "visits": visits,
-                     "visits right": right / visits if visits else math.nan,
-                     "conversations right": all_right / conversations if conversations else math.nan})
+            if returned:
+                values, (_, before) = json.loads(t["scenario"])["values"], answers_before(t["messages"])
+                agreed += all(on_answers(nodes[k], nodes[k + 1], values, before[k + 1]) for k in at[:len(pairs)])
+        row = {"condition": condition, "conversations": conversations, "visits": visits,
+               "visits right": right / visits if visits else math.nan,
+               "conversations right": all_right / conversations if conversations else math.nan}
+        if returned:
+            row["on the tools' answers"] = agreed / conversations if conversations else math.nan
+        rows.append(row)
     return pd.DataFrame(rows).set_index("condition")
 
 
@@ -487,7 +515,8 @@ def tools_comparison(without: str = "travel", with_tools: str = "travel_tools", 
     and Information Accuracy, look-ups stated as the business has them (:func:`lookup_table`), offers on the
     budget's right side (:func:`budget_table`), conversations whose every pass of ``hubs`` took the path's branch
     (:func:`branch_table`; by default every step whose branches read what a tool returns,
-    :meth:`~subterra.workflow.Workflow.tool_hubs`: travel's card, insurance's three policy hubs). On the
+    :meth:`~subterra.workflow.Workflow.tool_hubs`: travel's card, insurance's three policy hubs) and, with
+    tools, whose every branch there agreed with the tools' answers (``branch_on_tools_answers``). On the
     with-tools row, paired on the scenarios both ran: scenarios only one of them failed, and the Task Success
     difference with its Wilcoxon p (Holm over the five criteria)."""
     hubs = load_domain(with_tools).tool_hubs() if hubs is None else hubs
@@ -498,12 +527,14 @@ def tools_comparison(without: str = "travel", with_tools: str = "travel_tools", 
         scores, _ = judge_recorded(name, mine)
         scored.append(scores.assign(condition=name))
         table = score_table(scores).loc[condition]
+        branches = branch_table(workflow, mine, hubs)
         rows.append({"workflow": name, "conversations": int(table["n"]), "failure_rate": table["failure_rate"],
                      "task_success": table[TITLES["task_success"]],
                      "information_accuracy": table[TITLES["information_accuracy"]],
                      "lookups_right": lookup_table(workflow, mine).loc[condition, "stated as the business has it"],
                      "offers_on_budget_side": budget_table(workflow, mine).loc[condition, "on the budget's right side"],
-                     "branch_right": branch_table(workflow, mine, hubs).loc[condition, "conversations right"]})
+                     "branch_right": branches.loc[condition, "conversations right"],
+                     "branch_on_tools_answers": branches.loc[condition].get("on the tools' answers", math.nan)})
     both = pd.concat(scored, ignore_index=True)
     ok = both[both["error"].isna()]
     failed = ok.assign(failed=ok["task_success"] <= FAILURE_THRESHOLD).pivot(

@@ -92,6 +92,17 @@ class Condition:
         """Evaluate against one scenario: variable name -> value, table name -> record."""
         return bool(_eval(self.tree.body, values))
 
+    def reading(self, names: frozenset[str] | set[str]) -> "Condition | None":
+        """The part of this condition that reads any of ``names``: its top-level ``and`` terms that do, as one
+        condition; None where none does. Of travel_tools' ``payment == 'approved' and special_request in [...]``,
+        read for what a tool returns: ``payment == 'approved'``."""
+        body = self.tree.body
+        terms = body.values if isinstance(body, ast.BoolOp) and isinstance(body.op, ast.And) else [body]
+        kept = [t for t in terms if {n.id for n in ast.walk(t) if isinstance(n, ast.Name)} & names]
+        if not kept:
+            return None
+        return self if len(kept) == len(terms) else Condition.parse(" and ".join(ast.unparse(t) for t in kept))
+
 
 def _eval(node: ast.AST, values: Mapping[str, Any]) -> Any:
     if isinstance(node, ast.Constant):
