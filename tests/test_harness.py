@@ -12,7 +12,7 @@ from subterra.customer import OFF_TOPIC, STOP, OfflineUser
 from subterra.judge import CRITERIA, FAILURE_THRESHOLD, OfflineJudge
 from subterra.scenarios import CHALLENGES, Persona
 from subterra.simulation import Oracle, Orchestrated, converse, evaluation_scenarios, simulate
-from subterra.workflow import DOMAINS
+from subterra.workflow import DOMAINS, render
 
 HERE = Path(__file__).parent
 OWN_WORKFLOW = HERE / "workflows" / "restaurant.yaml"      # written for this test, not shipped in data/
@@ -58,6 +58,31 @@ def test_a_renewing_value_is_heard_as_the_value_it_renews_wherever_it_stands(tra
     card = extract_values(travel, "Use the card ending 2323, not 7768.", names={"card_last4"})
     assert card == {"card_last4": "2323"}                       # heard under the listened-for name
     assert extract_values(travel, "The card ending 7768, please.") == {"card_last4": "7768"}
+
+
+def test_a_record_is_heard_by_its_first_field_only_where_that_names_it_alone():
+    """Zoom's error 5003 names one record; insurance's policy type "auto" names ten. A listener that took "your
+    auto policy" for one of them (the customer, who then described that policy's incident, not its own) was
+    guessing: the compile of insurance_tools followed those words into another policy's branch."""
+    zoom, insurance = load_domain("zoom"), load_domain("insurance_tools")
+    assert extract_values(zoom, "Error 5003 means the connection to Zoom's servers failed.")["error"]["code"] == "5003"
+    assert "policy" not in extract_values(insurance, "That's confirmed. Your auto policy is current.")
+
+    paths = {p.id: p for p in enumerate_paths(insurance)}
+    scenario = next(s for s in evaluation_scenarios(insurance, 200) if s.values["policy"]["type"] == "auto"
+                    and "policy_active" in paths[s.path_id].nodes and "describe_incident" in paths[s.path_id].nodes)
+    path = paths[scenario.path_id]
+    k = path.nodes.index("describe_incident")
+    user, messages = OfflineUser(insurance, replace(scenario, persona=Persona("polite", "plain", "none")), path), []
+    for node in path.nodes[:k]:                    # the oracle's words, but "your auto policy" where it can
+        if insurance.nodes[node].role == "agent":
+            said = next((x for x in insurance.nodes[node].examples if "{policy.type} policy is current" in x),
+                        insurance.nodes[node].examples[0])
+            messages.append({"role": "assistant", "content": render(said, scenario.values)})
+        else:
+            messages.append({"role": "user", "content": user.respond(messages).text})
+    described = user.respond(messages).text
+    assert scenario.values["policy"]["incident"] in described, described
 
 
 def test_values_only_the_business_knows_are_found_from_the_graph(travel):

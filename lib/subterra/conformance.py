@@ -108,13 +108,20 @@ def value_pattern(value: Any) -> re.Pattern:
 def _patterns(workflow: Workflow):
     def build(wf: Workflow):
         variables = {name: [(v, value_pattern(v)) for v in wf.values_of(name)] for name in wf.variables}
-        tables = {t: [(r, value_pattern(next(iter(r.values())))) for r in records] for t, records in wf.catalogue.items()}
+        tables = {}
+        for table, records in wf.catalogue.items():
+            keys = Counter(str(next(iter(r.values()))).lower() for r in records)
+            # a record is heard by its first field only where that names it alone: Zoom's error code 5003 does,
+            # insurance's policy type "auto" (ten policies) does not, and hearing one would be a guess
+            tables[table] = [(r, value_pattern(next(iter(r.values())))) for r in records
+                             if keys[str(next(iter(r.values()))).lower()] == 1]
         return variables, tables
     return _cached(workflow, "patterns", build)
 
 
 def extract_values(workflow: Workflow, text: str, names: Iterable[str] | None = None) -> dict[str, Any]:
-    """Values that ``text`` states, by variable (a catalogue record by its first field): what a listener hears.
+    """Values that ``text`` states, by variable (a catalogue record by its first field, where no other record
+    shares it): what a listener hears.
 
     A value inside a longer value is not heard on its own (the 6 of "February 6" is no party of 6).
     Where a text names two values of one variable, the later one counts ("I said Porto, but it's
