@@ -464,13 +464,12 @@ def branch_table(workflow, transcripts: Mapping[str, list[dict]], hubs: str | Se
     reads = {(e.source, e.target): e.check.reading(returned) if e.check is not None else None
              for e in workflow.edges if e.source in hubs}
 
-    def on_answers(hub: str, step: str, values: dict, answers: dict) -> bool:
+    def on_answers(hub: str, step: str, known: dict, answers: dict) -> bool:
         if (hub, step) not in reads:
             return False                                            # not one of the hub's branches
         part = reads[hub, step]
         try:
-            return part is None or part.evaluate({**{k: v for k, v in values.items() if k not in returned},
-                                                  **answers})
+            return part is None or part.evaluate({**known, **answers})
         except (KeyError, TypeError):
             return False                                            # decided before a call returned it
 
@@ -495,8 +494,9 @@ def branch_table(workflow, transcripts: Mapping[str, list[dict]], hubs: str | Se
             right += hits
             all_right += hits == len(pairs)
             if returned:
-                values, (_, before) = json.loads(t["scenario"])["values"], answers_before(t["messages"])
-                agreed += all(on_answers(nodes[k], nodes[k + 1], values, before[k + 1]) for k in at[:len(pairs)])
+                known = {k: v for k, v in json.loads(t["scenario"])["values"].items() if k not in returned}
+                _, before = answers_before(t["messages"])          # a returned value counts once a tool said it
+                agreed += all(on_answers(nodes[k], nodes[k + 1], known, before[k + 1]) for k in at[:len(pairs)])
         row = {"condition": condition, "conversations": conversations, "visits": visits,
                "visits right": right / visits if visits else math.nan,
                "conversations right": all_right / conversations if conversations else math.nan}

@@ -110,11 +110,11 @@ def _patterns(workflow: Workflow):
         variables = {name: [(v, value_pattern(v)) for v in wf.values_of(name)] for name in wf.variables}
         tables = {}
         for table, records in wf.catalogue.items():
-            keys = Counter(str(next(iter(r.values()))).lower() for r in records)
+            firsts = [next(iter(r.values())) for r in records]
+            shared = Counter(str(v).lower() for v in firsts)
             # a record is heard by its first field only where that names it alone: Zoom's error code 5003 does,
             # insurance's policy type "auto" (ten policies) does not, and hearing one would be a guess
-            tables[table] = [(r, value_pattern(next(iter(r.values())))) for r in records
-                             if keys[str(next(iter(r.values()))).lower()] == 1]
+            tables[table] = [(r, value_pattern(v)) for r, v in zip(records, firsts) if shared[str(v).lower()] == 1]
         return variables, tables
     return _cached(workflow, "patterns", build)
 
