@@ -4,6 +4,15 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
+
+def recorded_workflow(domain: str):
+    """The workflow a record in data/results/<domain> was made on: one written for the tests (tests/workflows),
+    else the shipped domain."""
+    from subterra import load_domain
+
+    own = ROOT / "tests" / "workflows" / f"{domain}.yaml"
+    return load_domain(own if own.exists() else domain)
+
 # A small but complete workflow: a loop, a condition, a catalogue, held-out values, all terminal kinds.
 TOY = """\
 name: toy

@@ -1,7 +1,6 @@
 """Notebook 07 / subterra.analysis: tables, results.json, scores.csv, plots."""
 
 import json
-from pathlib import Path
 
 import matplotlib
 import pandas as pd
@@ -12,7 +11,7 @@ from subterra.analysis import (beside_paper, comparison_table, cost_table, paper
                                plot_paired_differences, plot_scores, score_table, write_results)
 from subterra.judge import CRITERIA, OfflineJudge, judge_transcripts, scores_frame
 from subterra.simulation import Orchestrated, simulate
-from conftest import TOY
+from conftest import TOY, recorded_workflow
 
 matplotlib.use("Agg")
 
@@ -153,15 +152,28 @@ def test_product_knowledge_is_measured_where_a_domain_has_a_catalogue(full_setti
     assert 0 < full_setting.loc[("zoom", "subterranean"), "product_knowledge"] < 1  # the compiled model's: measured
 
 
+def test_a_learning_curve_is_judged_on_the_scenarios_every_checkpoint_ran():
+    """Zoom's checkpoints at 100 and 200 steps ran the first 32 scenarios; the 300-step record ran 200, and only
+    its first 32 stand beside them (docs/results.md, the table along the compile)."""
+    from subterra.analysis import compile_runs, score_table
+
+    scores = compile_runs("zoom", "curve", "step-300")
+    table = score_table(scores)
+    assert list(table.index) == ["step-100", "step-200", "step-300"] and (table["n"] == 32).all()
+    by_run = scores.groupby("condition")["scenario_id"].apply(frozenset)
+    assert len(set(by_run)) == 1                                       # paired: the same 32 in every run
+    assert table["failure_rate"].is_monotonic_decreasing and table["product_knowledge"].is_monotonic_increasing
+    with pytest.raises(FileNotFoundError, match="data/results/travel/curve"):
+        compile_runs("travel", "curve", "step-300")
+
+
 def test_the_default_recipe_compiled_a_workflow_nobody_tuned_it_for():
     """Item 6 of the three-domain issue, judged now from data/results/bike_repair: SmolLM2-135M compiled by the
     default recipe, untouched, on a workflow written for the tests (19 nodes, five hubs that turn on the
     customer's answers), against the oracle on the same 40 scenarios (docs/compiling.md)."""
-    from subterra import load_domain
     from subterra.analysis import judge_recorded
 
-    workflow = load_domain(Path(__file__).parent / "workflows" / "bike_repair.yaml")
-    scores, runs = judge_recorded("bike_repair", workflow=workflow)
+    scores, runs = judge_recorded("bike_repair", workflow=recorded_workflow("bike_repair"))
     assert set(runs) == {"subterranean", "oracle"} and all(len(rows) == 40 for rows in runs.values())
     failures = scores.groupby("condition")["failure"].mean()
     assert failures["oracle"] == 0 and failures["subterranean"] <= 0.10

@@ -10,7 +10,7 @@ from subterra import enumerate_paths, load_domain, parse_workflow
 from subterra.simulation import (STOP, InContext, Orchestrated, OfflineUser, Subterranean, converse,
                                  evaluation_scenarios, extract_values, load_transcripts, serialise_workflow,
                                  simulate)
-from conftest import ROOT, TOY
+from conftest import ROOT, TOY, recorded_workflow
 
 
 class Killed(BaseException):
@@ -384,12 +384,6 @@ def _domain(record):
     return record.relative_to(ROOT / "data/results").parts[0]
 
 
-def _workflow(record):
-    """The workflow a record was made on: a shipped domain, or one written for the tests (tests/workflows)."""
-    own = ROOT / "tests" / "workflows" / f"{_domain(record)}.yaml"
-    return load_domain(own if own.exists() else _domain(record))
-
-
 def test_the_full_settings_records_are_in_place():
     """The full settings of docs/results.md pair with these; without them the replay test would collect nothing."""
     held = {(_domain(r), r.name.split(".")[0]) for r in RECORDS}
@@ -408,7 +402,7 @@ def test_a_recorded_run_replays_under_the_current_customer(record):
 
     from subterra.scenarios import Scenario
 
-    workflow = _workflow(record)
+    workflow = recorded_workflow(_domain(record))
     with gzip.open(record, "rt", encoding="utf-8") as f:
         rows = [json.loads(line) for line in f]
     drawn = evaluation_scenarios(workflow, 200)

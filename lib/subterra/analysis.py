@@ -10,6 +10,7 @@
 - :func:`full_setting_table` — Table 1 across the domains, judged now from the recorded full settings
   (``data/results/<domain>/``);
 - :func:`full_cost_table` — Table 6 across the domains from the same records;
+- :func:`compile_runs` — a compile's learning curve, or its other training seeds, judged on the same scenarios;
 - :func:`loop_table` — per loop of the workflow, whether each condition leaves it at the right time;
 - plots with seaborn.
 """
@@ -253,6 +254,26 @@ def judge_recorded(domain: str, runs: dict[str, list[dict]] | None = None, workf
     scores = scores_frame(judge_transcripts([t for rows in runs.values() for t in rows], judge, progress=False))
     scores["error"] = scores["error"].where(scores["error"].notna(), None)
     return scores, runs
+
+
+def compile_runs(domain: str, part: str, label: str) -> pd.DataFrame:
+    """The recorded compiles in ``data/results/<domain>/<part>/`` beside the domain's own compiled run, judged now
+    by the offline judge on the scenarios all of them ran. ``part``: ``curve`` (the same compile's earlier
+    checkpoints: ``step-100``, ``step-200``) or ``seeds`` (the same recipe and budget from other training seeds:
+    ``seed-1``, ``seed-2``); ``label`` names the domain's own run in that series (``step-300``, ``seed-0``).
+
+    The scores' ``condition`` is the run: :func:`score_table` gives a row per run (failure rate, Task Success,
+    product knowledge), and ``scores.pivot(index="scenario_id", columns="condition", values="failure")`` which
+    scenarios fail in which run."""
+    runs, own = recorded_runs(domain, part), recorded_runs(domain).get("subterranean")
+    if not runs or not own:
+        raise FileNotFoundError(f"data/results/{domain}/{part}: no recorded compiles there"
+                                if not runs else f"data/results/{domain}: no subterranean record to set beside {part}")
+    runs = {label: own, **runs}
+    shared = set.intersection(*({t["scenario_id"] for t in rows} for rows in runs.values()))
+    runs = {name: [dict(t, condition=name) for t in rows if t["scenario_id"] in shared] for name, rows in runs.items()}
+    scores, _ = judge_recorded(domain, runs)
+    return scores
 
 
 FULL_SETTING_DOMAINS = ("travel", "zoom", "insurance", "insurance_tools")
