@@ -28,7 +28,7 @@ SMALL = {
     "05_simulate": {"SUBTERRA_DOMAIN": "travel", "SUBTERRA_N_SCENARIOS": "3" if REAL_BASE else "6",
                     "SUBTERRA_SIZES": "in_context=1,langgraph=1"},
     "06_judge": {"SUBTERRA_DOMAIN": "travel", "SUBTERRA_JUDGE": "offline"},
-    "07_analyze": {"SUBTERRA_DOMAIN": "travel", "SUBTERRA_N_RESAMPLES": "200"},
+    "07_analyze": {"SUBTERRA_DOMAIN": "travel", "SUBTERRA_N_RESAMPLES": "200", "SUBTERRA_N_PRICED": "2"},
     "08_import_langgraph": {"SUBTERRA_N_DIALOGUES": "20", "SUBTERRA_TEACHER": "offline"},
 }
 

@@ -9,7 +9,8 @@
 - :func:`write_results` — ``results.json`` and ``scores.csv`` for machines;
 - :func:`full_setting_table` — Table 1 across the domains, judged now from the recorded full settings
   (``data/results/<domain>/``);
-- :func:`full_cost_table` — Table 6 across the domains from the same records;
+- :func:`full_cost_table` — Table 6 across the domains: every condition priced on the oracle's recorded
+  conversations (:func:`priced_conversations`), with the lone customer's seconds;
 - :func:`compile_runs` — a compile's learning curve, or its other training seeds, judged on the same scenarios;
 - :func:`loop_table` — per loop of the workflow, whether each condition leaves it at the right time;
 - plots with seaborn.
@@ -19,12 +20,14 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import pandas as pd
 import yaml
 
+from .backends.base import DEFAULT_MODELS, Backend, Completion, Request, Usage
 from .judge import CRITERIA, FAILURE_THRESHOLD, TITLES
 from .stats import compare_conditions, failure_rate
 from .workflow import data_dir, load_domain
@@ -126,6 +129,105 @@ def cost_table(transcripts: Mapping[str, list[dict]], compile_dollars: float,
 
 
 GPU_DOLLARS_PER_HOUR = 2.50     # the paper's A100 price, also used for the self-hosted model's tokens
+
+PRICED_CONDITIONS = ("subterranean", "langgraph", "in_context")
+
+
+class _Recorded(Backend):
+    """The words a recorded conversation has next, given to whatever asks for the agent's turn: the speaker of
+    a small-model condition (``reply_batch``) or the backend of a frontier one (``complete``; the LangGraph
+    router gets ``route``). Each request to the backend is counted with ``tokenizer``, as the offline stand-in
+    counts it; ``calls`` counts the model calls."""
+
+    name = "recorded"
+
+    def __init__(self, tokenizer, priced_as: str):
+        super().__init__("recorded")
+        self.tokenizer, self.priced_as = tokenizer, priced_as
+        self.text, self.route, self.calls = "", "1", 0
+        specials = sorted(tokenizer.all_special_tokens, key=len, reverse=True)
+        self._special = re.compile("(" + "|".join(map(re.escape, specials)) + ")")
+        self._pieces: dict[str, int] = {}
+
+    def reply_batch(self, chats: list[list[dict]], batch_size: int | None = None) -> list[str]:
+        self.calls += len(chats)
+        return [self.text] * len(chats)
+
+    def count(self, chat: list[dict], reply: str) -> tuple[int, int]:
+        """:func:`subterra.agent.count_tokens`, fast on long prompts that repeat: the templated text is cut at the
+        tokenizer's special tokens, which it never merges with their neighbours, and each piece is tokenized
+        once (a frontier condition sends the same system prompt every turn)."""
+        text = self.tokenizer.apply_chat_template(chat, tokenize=False, add_generation_prompt=True)
+        pieces = self._special.split(text)
+        prompt = sum(1 if i % 2 else self._piece(piece) for i, piece in enumerate(pieces) if piece)
+        return prompt, self._piece(reply) + 1
+
+    def _piece(self, text: str) -> int:
+        if text not in self._pieces:
+            self._pieces[text] = len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+        return self._pieces[text]
+
+    def complete(self, request: Request) -> Completion:
+        self.calls += 1
+        text = self.route if request.tag == "langgraph-router" else self.text
+        system = [{"role": "system", "content": request.system}] if request.system else []
+        prompt, completion = self.count(system + list(request.messages), text)
+        return Completion(text, Usage(input_tokens=prompt, output_tokens=completion), model=self.model,
+                          backend=self.name, priced_as=self.priced_as)
+
+
+def priced_conversations(workflow, transcripts: list[dict], conditions: Sequence[str] = PRICED_CONDITIONS,
+                         frontier: str = DEFAULT_MODELS["anthropic"], tokenizer=None) -> pd.DataFrame:
+    """What each condition's requests would carry and cost over the same conversations: ``transcripts`` (the
+    oracle's, which follow the procedure to its end) replayed turn by turn through each condition's own prompt
+    building, its model answering with the recorded words (the LangGraph router with the recorded step). One
+    row per condition and conversation: agent turns, model calls, prompt and completion tokens, dollars (the
+    frontier conditions at ``frontier``'s list prices, the compiled model at the self-hosted rate), and for a
+    condition with a controller (LangGraph) the share of turns its router put at the recorded step.
+
+    This prices the conversation a working agent has. A frontier condition run offline has a 135M stand-in
+    behind it, whose conversations go wrong and end early or late: their token counts say little of what the
+    frontier model's would be. ``tokenizer``: SmolLM2's (the default base's) when not given."""
+    from .conditions import InContext, Subterranean
+
+    if tokenizer is None:
+        from transformers import AutoTokenizer
+
+        from .bases import DEFAULT_BASE, resolve_base
+
+        tokenizer = AutoTokenizer.from_pretrained(resolve_base(DEFAULT_BASE, quiet=True))
+    recorded = _Recorded(tokenizer, frontier)
+    rows = []
+    for name in conditions:
+        if name == "langgraph":
+            from .langgraph_agent import LangGraphCondition
+
+            condition = LangGraphCondition(workflow, recorded)
+        else:
+            condition = {"subterranean": Subterranean, "in_context": InContext}[name](
+                *((recorded, workflow) if name == "subterranean" else (workflow, recorded)))
+        for t in transcripts:
+            condition.reset(None)
+            recorded.calls, turns, steps = 0, [], []
+            for i, message in enumerate(t["messages"]):
+                if message["role"] != "assistant":
+                    continue
+                history, recorded.text, step = t["messages"][:i], message["content"], t["trace_nodes"][i]
+                if name == "langgraph":
+                    answered, source = condition.choosing_from(history)
+                    targets = [] if answered and source is None else [n for n, _ in condition.options(source)]
+                    recorded.route = str(targets.index(step) + 1 if step in targets else 1)
+                turns.append(condition.respond(history))
+                steps.append(step)
+                if name == "langgraph":
+                    condition.node = step                 # the recorded step, whatever the router picked
+            routed = [x.node == step for x, step in zip(turns, steps) if x.node is not None]
+            rows.append({"condition": name, "scenario_id": t["scenario_id"], "agent_turns": len(turns),
+                         "calls": recorded.calls, "prompt_tokens": sum(x.prompt_tokens for x in turns),
+                         "completion_tokens": sum(x.completion_tokens for x in turns),
+                         "dollars": sum(x.dollars for x in turns),
+                         "steps_as_recorded": sum(routed) / len(routed) if routed else math.nan})
+    return pd.DataFrame(rows)
 
 
 def persona_table(scores: pd.DataFrame, transcripts: Mapping[str, list[dict]]) -> pd.DataFrame:
@@ -312,42 +414,52 @@ def full_setting_table(domains=FULL_SETTING_DOMAINS, reference: str = "subterran
     return pd.DataFrame(rows).set_index(["domain", "condition"])
 
 
-def full_cost_table(domains=FULL_SETTING_DOMAINS, reference: str = "subterranean") -> pd.DataFrame:
-    """Table 6 across the domains with a recorded full setting: per domain and condition the conversations, mean
-    prompt and completion tokens, dollars per conversation and their ratio to the compiled model's, with the
-    paper's dollars and ratio beside them; and the seconds per conversation a lone customer waits, from the
-    ``lone`` records (one conversation at a time; NaN where there are none).
+def full_cost_table(domains=FULL_SETTING_DOMAINS, reference: str = "subterranean", conversations: int | None = None,
+                    tokenizer=None) -> pd.DataFrame:
+    """Table 6 across the domains with a recorded full setting, every condition priced on the same conversations:
+    the oracle's recorded ones (the procedure followed to its end), or their first ``conversations``, replayed
+    through each condition's own prompts (:func:`priced_conversations`). Per domain and condition: agent turns,
+    model calls, mean prompt and completion tokens, dollars per conversation (``dollars_se``: its standard
+    error) and the ratio to the compiled model's, with the paper's beside them; ``own_dollars``, what the
+    condition's own recorded conversations cost where there is a record (the compiled model's differ from the
+    oracle's where it errs); and the seconds a lone customer waits, from the ``lone`` records (one conversation
+    at a time; NaN where there are none).
 
-    Dollars are our token counts at list prices: the frontier conditions at the frontier model's (the offline
-    stand-ins too: they stand in for it), the compiled model at a self-hosted GPU's (``prices_per_million_tokens``
-    in ``data/paper_results.yaml``). A ratio therefore depends on how long each condition's conversations run
-    and how many tokens its prompt carries per turn, not on who wrote the words."""
+    Dollars are token counts at list prices: the frontier conditions at the frontier model's, the compiled model
+    at a self-hosted GPU's (``prices_per_million_tokens`` in ``data/paper_results.yaml``). A ratio therefore
+    depends on how many turns a conversation takes, how many calls a turn makes and how many tokens each call's
+    prompt carries, not on who wrote the words."""
     paper = paper_results()
     rows = []
     for domain in domains:
         runs = recorded_runs(domain)
-        if not runs:
+        if "oracle" not in runs:
             continue
-        table = cost_table(runs, compile_dollars=math.nan, reference=reference)
+        workflow = load_domain(domain)
+        priced = priced_conversations(workflow, runs["oracle"][:conversations], tokenizer=tokenizer)
+        table = priced.groupby("condition").agg(
+            conversations=("scenario_id", "size"), agent_turns=("agent_turns", "mean"), calls=("calls", "mean"),
+            prompt_tokens=("prompt_tokens", "mean"), completion_tokens=("completion_tokens", "mean"),
+            dollars=("dollars", "mean"), dollars_se=("dollars", "sem"))
+        table = table.loc[_ordered(table.index)]
+        own = transcript_frame(runs).groupby("condition")["dollars"].mean()
         lone = transcript_frame(recorded_runs(domain, "lone"))
         seconds = lone.groupby("condition")["seconds"].mean() if len(lone) else pd.Series(dtype=float)
-        paper_domain = paper.get(load_domain(domain).family, {})
+        paper_domain = paper.get(workflow.family, {})
         published = paper_domain.get("dollars_per_conversation", {})
         paper_seconds = paper_domain.get("seconds_per_conversation", {})
-        for condition in table.index:
-            rows.append({"domain": domain, "condition": condition,
-                         "conversations": int(table.loc[condition, "conversations"]),
-                         "prompt_tokens": table.loc[condition, "prompt_tokens"],
-                         "completion_tokens": table.loc[condition, "completion_tokens"],
-                         "dollars": table.loc[condition, "dollars"],
-                         "cost_ratio": table.loc[condition, "cost_ratio"] if "cost_ratio" in table else math.nan,
+        for condition, row in table.iterrows():
+            rows.append({"domain": domain, "condition": condition, **row.to_dict(),
+                         "cost_ratio": row["dollars"] / table.loc[reference, "dollars"],
                          "paper_dollars": published.get(condition, math.nan),
                          "paper_cost_ratio": (published[condition] / published[reference]
                                               if condition in published and reference in published else math.nan),
+                         "own_dollars": own.get(condition, math.nan),
                          "lone_seconds": seconds.get(condition, math.nan),
                          "lone_conversations": int((lone["condition"] == condition).sum()) if len(lone) else 0,
                          "paper_seconds": paper_seconds.get(condition, math.nan)})
-    return pd.DataFrame(rows).set_index(["domain", "condition"])
+    table = pd.DataFrame(rows).set_index(["domain", "condition"])
+    return table.astype({"conversations": int})
 
 
 LOOP_OUTCOMES = ("right", "left early", "went round again", "left the wrong way", "ended inside", "never reached")

@@ -79,11 +79,16 @@ class LangGraphCondition(Condition):
         state["dollars"] += completion.dollars
         return completion.text.strip()
 
+    def choosing_from(self, messages: list[dict]) -> tuple[bool, str | None]:
+        """(whether the last turn is a tool's answer, the step whose branches the router chooses among now):
+        after an answer, the step whose branch it decides (None: the calling step speaks on with it)."""
+        answered = bool(messages) and messages[-1]["role"] == TOOL_ROLE
+        return answered, (self.deciding if answered else self.node)
+
     def _route(self, state: _State) -> dict:
-        answered = bool(state["messages"]) and state["messages"][-1]["role"] == TOOL_ROLE
-        if answered and self.deciding is None:          # the step called its tool: it speaks with the answer
+        answered, source = self.choosing_from(state["messages"])
+        if answered and source is None:                 # the step called its tool: it speaks with the answer
             return {"node": state["node"]}
-        source = self.deciding if answered else state["node"]
         self.deciding = None
         options = self.options(source)
         if len({target for target, _ in options}) == 1:
