@@ -199,13 +199,16 @@ def priced_conversations(workflow, transcripts: list[dict], conditions: Sequence
     recorded = _Recorded(tokenizer, frontier)
     rows = []
     for name in conditions:
-        if name == "langgraph":
+        if name == "subterranean":
+            condition = Subterranean(recorded, workflow)
+        elif name == "in_context":
+            condition = InContext(workflow, recorded)
+        elif name == "langgraph":
             from .langgraph_agent import LangGraphCondition
 
             condition = LangGraphCondition(workflow, recorded)
         else:
-            condition = {"subterranean": Subterranean, "in_context": InContext}[name](
-                *((recorded, workflow) if name == "subterranean" else (workflow, recorded)))
+            raise ValueError(f"no condition {name!r} to price: {', '.join(PRICED_CONDITIONS)}")
         for t in transcripts:
             condition.reset(None)
             recorded.calls, turns, steps = 0, [], []
