@@ -210,6 +210,26 @@ def test_frontier_conditions_against_a_fake_api(kind, toy):
         assert any("Current step:" in s[0]["text"] for s in systems)
 
 
+def test_a_langgraph_step_gets_the_catalogue_tables_its_prompt_names(toy):
+    """A step that hands over to ``{desk.name}`` needs the desks to say which one; the in-context prompt has the
+    whole catalogue, a LangGraph node the tables its own prompt reads (and no others)."""
+    from test_backends_remote import FakeServer, anthropic_backend
+
+    from subterra.backends import Usage
+    from subterra.conditions import catalogue_tables
+    from subterra.langgraph_agent import LangGraphCondition
+
+    server = FakeServer(latency=0.001)
+    condition = LangGraphCondition(toy, anthropic_backend(server))
+    handover = next(n for n in toy.nodes.values() if "{desk.name}" in n.prompt)
+    assert catalogue_tables(toy, handover.prompt) == ["desk"] and catalogue_tables(toy, "Say goodbye.") == []
+    for node in (handover.id, toy.start):
+        condition._speaker(node)({"messages": [], "node": node, "reply": "", "usage": Usage(), "dollars": 0.0})
+    handover_system, start_system = (body["system"][0]["text"] for _, _, body in server.calls)
+    assert "Reference: desk" in handover_system and "Night desk" in handover_system
+    assert "Reference" not in start_system
+
+
 def test_serialised_workflow_carries_every_node_and_condition(toy):
     text = serialise_workflow(toy)
     assert all(node.prompt in text for node in toy.nodes.values())

@@ -317,11 +317,26 @@ def serialise_workflow(workflow: Workflow) -> str:
         lines.append(f"- {node.id} ({who}): {node.prompt}{call}{end}")
         for edge in workflow.successors(node.id):
             lines.append(f"    -> {edge.target}" + (f" if {edge.when}" if edge.when else ""))
-    for table, records in workflow.catalogue.items():
-        lines.append(f"\nReference: {table}")
-        lines += ["- " + "; ".join(f"{k}: {v}" for k, v in r.items()) for r in records]
+    if workflow.catalogue:
+        lines.append(serialise_catalogue(workflow, workflow.catalogue))
     lines.append(f"\nStart at {workflow.start}. Speak only as the assistant; never mention step names.")
     return "\n".join(lines)
+
+
+def serialise_catalogue(workflow: Workflow, tables) -> str:
+    """The business's reference records of ``tables`` as text ("Reference: error" and a line a record): what a
+    model given the procedure in its prompt must look a record up in (an error code's meaning and fix)."""
+    lines = []
+    for table in tables:
+        lines.append(f"\nReference: {table}")
+        lines += ["- " + "; ".join(f"{k}: {v}" for k, v in r.items()) for r in workflow.catalogue[table]]
+    return "\n".join(lines)
+
+
+def catalogue_tables(workflow: Workflow, template: str) -> list[str]:
+    """The catalogue tables a prompt's slots read (``{error.message}``: ``error``), in the catalogue's order."""
+    named = {match.group(1) for match in map(SLOT_NAME.match, SLOT.findall(template)) if match}
+    return [table for table in workflow.catalogue if table in named]
 
 
 class InContext(Condition):

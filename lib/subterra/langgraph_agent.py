@@ -3,7 +3,8 @@
 The paper's surface-orchestration baseline: one graph node per workflow agent node, and an
 LLM router at decision hubs that reads the conversation and picks the edge. Every agent
 turn is one run of the graph: ``route`` decides where the conversation is, then that
-node's LLM call writes the turn from the node's prompt. Needs the optional extra
+node's LLM call writes the turn from the node's prompt, with the catalogue tables the prompt
+names (Zoom's error codes for the step that explains one) to look the customer's record up in. Needs the optional extra
 ``pip install -e ".[langgraph]"``.
 
 The other way round, :func:`agent_node` puts a compiled model into a LangGraph app as one
@@ -18,7 +19,7 @@ import time
 from typing import TypedDict
 
 from .backends import Backend, Request, Usage
-from .conditions import AgentTurn, Condition
+from .conditions import AgentTurn, Condition, catalogue_tables, serialise_catalogue
 from .scenarios import Scenario
 from .tools import TOOL_ROLE, tool_schemas
 from .workflow import Workflow
@@ -118,9 +119,11 @@ class LangGraphCondition(Condition):
     def _speaker(self, node_id: str):
         node = self.workflow.nodes[node_id]
         schemas = {t["name"]: t for t in tool_schemas(self.workflow)}
+        tables = catalogue_tables(self.workflow, node.prompt)       # what the step's words are looked up in
+        reference = serialise_catalogue(self.workflow, tables) if tables else ""
 
         def speak(state: _State) -> dict:
-            system = f"{self.workflow.system_prompt}\nCurrent step: {node.prompt}\nSpeak as the assistant."
+            system = f"{self.workflow.system_prompt}\nCurrent step: {node.prompt}\nSpeak as the assistant.{reference}"
             messages = state["messages"] or [{"role": "user", "content": "(The customer has just connected.)"}]
             tools = ()
             if node.call and not (messages and messages[-1]["role"] == TOOL_ROLE):     # a tool node first
