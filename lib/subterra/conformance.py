@@ -107,14 +107,16 @@ def value_pattern(value: Any) -> re.Pattern:
 
 def _patterns(workflow: Workflow):
     def build(wf: Workflow):
-        variables = {name: [(v, value_pattern(v)) for v in wf.values_of(name)] for name in wf.variables}
+        variables = {name: [(v, value_pattern(v), str(v).lower()) for v in wf.values_of(name)]
+                     for name in wf.variables}
         tables = {}
         for table, records in wf.catalogue.items():
             firsts = [next(iter(r.values())) for r in records]
             shared = Counter(str(v).lower() for v in firsts)
             # a record is heard by its first field only where that names it alone: Zoom's error code 5003 does,
             # insurance's policy type "auto" (ten policies) does not, and hearing one would be a guess
-            tables[table] = [(r, value_pattern(v)) for r, v in zip(records, firsts) if shared[str(v).lower()] == 1]
+            tables[table] = [(r, value_pattern(v), str(v).lower()) for r, v in zip(records, firsts)
+                             if shared[str(v).lower()] == 1]
         return variables, tables
     return _cached(workflow, "patterns", build)
 
@@ -132,10 +134,12 @@ def extract_values(workflow: Workflow, text: str, names: Iterable[str] | None = 
     """
     variables, tables = _patterns(workflow)
     hits = []                                             # (start, end, name, value)
+    lowered = text.lower()
     for pool in (variables, tables):
         for name, candidates in pool.items():
-            for value, pattern in candidates:
-                hits.extend((m.start(), m.end(), name, value) for m in pattern.finditer(text))
+            for value, pattern, needle in candidates:
+                if needle in lowered:                     # a match needs the words: most values are not there
+                    hits.extend((m.start(), m.end(), name, value) for m in pattern.finditer(text))
     kept: list[tuple[int, int, str, Any]] = []
     for hit in sorted(hits, key=lambda h: (h[0] - h[1], h[0])):          # longest first
         if all(hit[1] <= k[0] or hit[0] >= k[1] or (hit[0], hit[1]) == (k[0], k[1]) for k in kept):
