@@ -4,8 +4,8 @@ The paper's surface-orchestration baseline: one graph node per workflow agent no
 LLM router at decision hubs that reads the conversation and picks the edge. Every agent
 turn is one run of the graph: ``route`` decides where the conversation is, then that
 node's LLM call writes the turn from the node's prompt, with the catalogue tables the prompt
-names (Zoom's error codes for the step that explains one) to look the customer's record up in. Needs the optional extra
-``pip install -e ".[langgraph]"``.
+names (Zoom's error codes for the step that explains one) to look the customer's record up in.
+Needs the optional extra ``pip install -e ".[langgraph]"``.
 
 The other way round, :func:`agent_node` puts a compiled model into a LangGraph app as one
 node, in place of such an orchestrated graph (and :mod:`subterra.importers` turns a
