@@ -176,6 +176,15 @@ class _Recorded(Backend):
                           backend=self.name, priced_as=self.priced_as)
 
 
+def _base_tokenizer():
+    """The default base's tokenizer (SmolLM2's), which the offline stand-in counts tokens with."""
+    from transformers import AutoTokenizer
+
+    from .bases import DEFAULT_BASE, resolve_base
+
+    return AutoTokenizer.from_pretrained(resolve_base(DEFAULT_BASE, quiet=True))
+
+
 def priced_conversations(workflow, transcripts: list[dict], conditions: Sequence[str] = PRICED_CONDITIONS,
                          frontier: str = DEFAULT_MODELS["anthropic"], tokenizer=None) -> pd.DataFrame:
     """What each condition's requests would carry and cost over the same conversations: ``transcripts`` (the
@@ -190,13 +199,7 @@ def priced_conversations(workflow, transcripts: list[dict], conditions: Sequence
     frontier model's would be. ``tokenizer``: SmolLM2's (the default base's) when not given."""
     from .conditions import InContext, Subterranean
 
-    if tokenizer is None:
-        from transformers import AutoTokenizer
-
-        from .bases import DEFAULT_BASE, resolve_base
-
-        tokenizer = AutoTokenizer.from_pretrained(resolve_base(DEFAULT_BASE, quiet=True))
-    recorded = _Recorded(tokenizer, frontier)
+    recorded = _Recorded(tokenizer or _base_tokenizer(), frontier)
     rows = []
     for name in conditions:
         if name == "subterranean":
@@ -433,6 +436,7 @@ def full_cost_table(domains=FULL_SETTING_DOMAINS, reference: str = "subterranean
     depends on how many turns a conversation takes, how many calls a turn makes and how many tokens each call's
     prompt carries, not on who wrote the words."""
     paper = paper_results()
+    tokenizer = tokenizer or _base_tokenizer()                     # once, not once a domain
     rows = []
     for domain in domains:
         runs = recorded_runs(domain)
