@@ -112,11 +112,12 @@ def _patterns(workflow: Workflow):
         tables = {}
         for table, records in wf.catalogue.items():
             firsts = [next(iter(r.values())) for r in records]
-            shared = Counter(str(v).lower() for v in firsts)
+            needles = [str(v).lower() for v in firsts]
+            shared = Counter(needles)
             # a record is heard by its first field only where that names it alone: Zoom's error code 5003 does,
             # insurance's policy type "auto" (ten policies) does not, and hearing one would be a guess
-            tables[table] = [(r, value_pattern(v), str(v).lower()) for r, v in zip(records, firsts)
-                             if shared[str(v).lower()] == 1]
+            tables[table] = [(r, value_pattern(v), needle) for r, v, needle in zip(records, firsts, needles)
+                             if shared[needle] == 1]
         return variables, tables
     return _cached(workflow, "patterns", build)
 
