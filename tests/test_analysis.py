@@ -273,3 +273,43 @@ def test_the_loop_table_tells_a_loop_left_early_from_one_gone_round_again(insura
     assert item.loc["went_round", "went round again"] == 1.0
     document = table.loc["upload_attempt -> ask_evidence"]
     assert document.loc["oracle", "right"] == 1.0
+
+
+# --------------------------------------------------------------------------- where failures come from
+
+def test_a_failure_is_put_at_the_last_wrong_turn_before_its_ending(insurance_oracle):
+    """A guess between an active policy and one in its grace period sends the claim the same way on; the estimate's
+    branch decides where it ends. The failure goes to the estimate, and a failure that took every branch right
+    to none."""
+    from subterra.analysis import NO_WRONG_TURN, failure_turns
+
+    wf, oracle = insurance_oracle
+    t = next(t for t in oracle if "policy_active" in t["trace_nodes"] and "desk_review" in t["trace_nodes"])
+    nodes = [{"policy_active": "policy_grace", "desk_review": "below_deductible"}.get(n, n) for n in t["trace_nodes"]]
+    guessed = _edited(t, nodes)
+    stalled = dict(t, scenario_id="stalled")
+    runs = {"oracle": oracle, "edited": [guessed, stalled]}
+    scores = pd.DataFrame([{"condition": c, "scenario_id": x["scenario_id"], "failure": c == "edited"}
+                           for c, rows in runs.items() for x in rows])
+    table = failure_turns(wf, runs, scores)
+    edited = table.loc["edited"]
+    assert edited.loc["total_estimate", "failures decided"] == 1 and edited.loc["total_estimate", "another branch"] == 0.5
+    assert edited.loc["give_verification", "failures decided"] == 0
+    assert edited.loc["give_verification", "another branch"] == 0.5
+    assert edited.loc[NO_WRONG_TURN, "failures decided"] == 1
+    assert (table.loc["oracle", "failures decided"] == 0).all() and (table.loc["oracle", "another branch"].dropna() == 0).all()
+    assert "item_logged" not in table.loc["oracle"].index       # the customer's to choose: another item or not
+
+
+def test_insurances_compiled_failures_are_decided_at_the_estimate():
+    """docs/results.md, "Where the failures come from": of the recorded compile's 53 failures most are decided at
+    the estimate (the damage against the policy's deductible and limit), almost none at the status it guesses."""
+    from subterra.analysis import failure_turns, judge_recorded
+    from subterra.workflow import load_domain
+
+    scores, runs = judge_recorded("insurance")
+    table = failure_turns(load_domain("insurance"), runs, scores).loc["subterranean"]
+    failures = int(scores[scores["condition"] == "subterranean"]["failure"].sum())
+    assert table["failures decided"].sum() == failures == 53
+    assert table.loc["total_estimate", "failures decided"] == 40 and table.loc["total_estimate", "another branch"] > 0.5
+    assert table.loc["give_verification", "another branch"] > 0.4 and table.loc["give_verification", "failures decided"] <= 3

@@ -646,6 +646,71 @@ def branch_table(workflow, transcripts: Mapping[str, list[dict]], hubs: str | Se
     return pd.DataFrame(rows).set_index("condition")
 
 
+NO_WRONG_TURN = "(no wrong turn)"
+
+
+def _wrong_turns(workflow, plan: Sequence[str], nodes: Sequence[str]) -> tuple[dict[str, int], dict[str, int], list]:
+    """Per hub of the agent's choosing: times passed, times the agent then took another step than the path
+    takes there (the k-th pass against the path's k-th), and the wrong turns as ``(position, hub)``."""
+    passes: dict[str, int] = {}
+    wrong: dict[str, int] = {}
+    turns = []
+    for hub in workflow.decision_hubs:
+        wanted = [plan[k + 1] for k in range(len(plan) - 1) if plan[k] == hub]
+        taken = [(k, nodes[k + 1]) for k in range(len(nodes) - 1) if nodes[k] == hub]
+        for (k, step), want in zip(taken, wanted):
+            if workflow.nodes[want].role != "agent":
+                continue                                  # the customer's choice, not the agent's
+            passes[hub] = passes.get(hub, 0) + 1
+            if step != want:
+                wrong[hub] = wrong.get(hub, 0) + 1
+                turns.append((k, hub))
+    return passes, wrong, turns
+
+
+def failure_turns(workflow, transcripts: Mapping[str, list[dict]], scores: pd.DataFrame) -> pd.DataFrame:
+    """Where the failures come from. Per condition and decision hub where the agent chooses the branch:
+    ``passes`` (every time a conversation passed it), ``another branch`` (the share of passes where the agent
+    took another step than the scenario's path takes there) and ``failures decided`` (failed conversations
+    whose *last* wrong turn was there, the one the ending followed from); the row ``(no wrong turn)`` counts
+    the failures that took every branch right and stalled, looped or lost a customer who left.
+
+    A wrong turn is not always a failure: insurance's status hub sends an active policy and one in its
+    grace period the same way on, so a guess between them changes what the agent says, not where the claim
+    ends. Counting the first wrong turn would put those failures at the status; the last puts them where the
+    ending was decided."""
+    from .paths import enumerate_paths
+
+    paths = {p.id: p for p in enumerate_paths(workflow)}
+    failed = {(c, s) for c, s, f in scores[["condition", "scenario_id", "failure"]].itertuples(index=False) if f}
+    rows = []
+    for condition in _ordered(transcripts):
+        passes: dict[str, int] = {}
+        wrong: dict[str, int] = {}
+        decided: dict[str, int] = {}
+        for t in transcripts[condition]:
+            if t.get("error"):
+                continue
+            nodes = [n for n in t["trace_nodes"] if n is not None]
+            if t["stop_reason"] == "gave_up" and t["messages"][-1]["role"] == "assistant":
+                nodes = nodes[:-1]          # its answer to a customer who left is a goodbye, not a branch
+            p, w, turns = _wrong_turns(workflow, paths[t["path_id"]].nodes, nodes)
+            for hub, count in p.items():
+                passes[hub] = passes.get(hub, 0) + count
+            for hub, count in w.items():
+                wrong[hub] = wrong.get(hub, 0) + count
+            if (condition, t["scenario_id"]) in failed:
+                hub = max(turns)[1] if turns else NO_WRONG_TURN
+                decided[hub] = decided.get(hub, 0) + 1
+        for hub in [h for h in workflow.decision_hubs if h in passes]:
+            rows.append({"condition": condition, "hub": hub, "passes": passes[hub],
+                         "another branch": wrong.get(hub, 0) / passes[hub], "failures decided": decided.get(hub, 0)})
+        rows.append({"condition": condition, "hub": NO_WRONG_TURN, "passes": None, "another branch": math.nan,
+                     "failures decided": decided.get(NO_WRONG_TURN, 0)})
+    table = pd.DataFrame(rows).set_index(["condition", "hub"])
+    return table.astype({"passes": "Int64"})
+
+
 def tools_comparison(without: str = "travel", with_tools: str = "travel_tools", condition: str = "subterranean",
                      hubs: str | Sequence[str] | None = None, n_resamples: int = 2000,
                      runs: Mapping[str, Mapping[str, list[dict]]] | None = None) -> pd.DataFrame:
