@@ -153,6 +153,22 @@ def test_product_knowledge_is_measured_where_a_domain_has_a_catalogue(full_setti
         full_setting.loc[("travel", "subterranean"), "product_knowledge"]          # NaN: travel has no catalogue
     assert full_setting.loc[("zoom", "oracle"), "product_knowledge"] == 1.0        # the harness's own: every fact right
     assert 0 < full_setting.loc[("zoom", "subterranean"), "product_knowledge"] < 1  # the compiled model's: measured
+    assert full_setting.loc[("insurance", "oracle"), "product_knowledge"] == 1.0
+    assert full_setting.loc[("insurance", "subterranean"), "product_knowledge"] < 0.05  # no policy's figures
+
+
+def test_the_insurance_compile_knows_none_of_its_policies_figures():
+    """docs/results.md: of the deductibles and limits the compiled model states, 1 of 87 is the customer's
+    policy's; the incident it repeats is the customer's own words and no knowledge."""
+    from subterra.analysis import fact_table, recorded_runs
+    from subterra.workflow import load_domain
+
+    table = fact_table(load_domain("insurance"), recorded_runs("insurance"))
+    ours, oracle = table.loc["subterranean"], table.loc["oracle"]
+    assert set(ours.index) == set(oracle.index) == {"policy.deductible", "policy.limit"}
+    assert (ours.loc["policy.deductible", "stated"], ours.loc["policy.limit", "stated"]) == (40, 47)
+    assert round(ours.loc["policy.deductible", "right"] * 40) == 1 and ours.loc["policy.limit", "right"] == 0
+    assert (oracle["right"] == 1.0).all()
 
 
 def test_a_learning_curve_is_judged_on_the_scenarios_every_checkpoint_ran():

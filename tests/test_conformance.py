@@ -111,6 +111,27 @@ def test_a_fact_inside_a_right_fact_is_not_another_records_fact():
     assert sorted(checked_facts(zoom, wrong, {"error": update, "feature": other})) == [False, True, True]
 
 
+def test_an_amount_said_as_a_policys_deductible_or_limit_is_that_policys_or_wrong():
+    """A number is a policy's fact where the field's name stands by it: "your $500 deductible", "a limit of
+    $45,000". Another policy's amount, or one no policy has, is wrong; the business's own thresholds are none."""
+    from subterra.conformance import checked_facts, stated_amounts
+
+    insurance = load_domain("insurance")
+    policies = insurance.catalogue["policy"]
+    bike = next(i for i, p in enumerate(policies) if "bike" in p["incident"])       # deductible 250, limit 45,000
+    assert (policies[bike]["deductible"], policies[bike]["limit"]) == (250, 45000)
+    expected = {"policy": bike}
+    assert checked_facts(insurance, "With a $250 deductible, a loss of $140 wouldn't pay out.", expected) == [True]
+    assert checked_facts(insurance, "Your policy limit is $45,000, so you're within coverage.", expected) == [True]
+    assert checked_facts(insurance, "Since $138000 is within your $250000 limit, we pay the rest.", expected) == [False]
+    assert checked_facts(insurance, "Your deductible is $730.", expected) == [False]                # no policy's
+    assert sorted(checked_facts(insurance, "After the $250 deductible, and a $500 deductible...", expected)) \
+        == [False, True]
+    express = "$1150 is under our $2,500 express limit, so no inspection is needed."
+    assert stated_amounts(insurance, express) == {} and checked_facts(insurance, express, expected) == []
+    assert stated_amounts(load_domain("zoom"), "error 5003: wait 30 seconds") == {}   # no numeric field
+
+
 ITEM, DOCUMENT = ("another_item", "ask_item"), ("upload_attempt", "ask_evidence")
 ONE_ITEM = ["ask_item", "item_description", "ask_evidence", "evidence_photos", "upload_link", "upload_attempt",
             "item_logged", "no_more_items", "ask_total"]

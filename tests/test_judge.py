@@ -152,3 +152,30 @@ def test_another_codes_fix_is_a_wrong_fact(zoom_oracle):
         assert "product fact(s) belong to another record" in verdict.reasons["information_accuracy"]
         swapped += 1
     assert swapped >= len(rows) // 2
+
+
+def test_another_policys_deductible_is_a_wrong_fact():
+    """Insurance's policies differ in their figures: the oracle's own deductible is right, another's is wrong."""
+    from dataclasses import asdict
+
+    from subterra import load_domain
+    from subterra.simulation import Oracle
+
+    insurance = load_domain("insurance")
+    judge, paths = OfflineJudge(insurance), {p.id: p for p in enumerate_paths(insurance)}
+    swapped = 0
+    for s in evaluation_scenarios(insurance, 40):
+        t = asdict(converse(Oracle(insurance), OfflineUser(insurance, s, paths[s.path_id]), insurance, s,
+                            paths[s.path_id]))
+        own = s.values["policy"]["deductible"]
+        said = f"${own} deductible"
+        turn = next((m for m in t["messages"] if m["role"] == "assistant" and said in m["content"]), None)
+        if turn is None:
+            continue
+        before = judge.score(t)
+        assert before.facts_right == before.facts_stated and before.scores["information_accuracy"] == 5
+        turn["content"] = turn["content"].replace(said, f"${own + 750} deductible")
+        verdict = judge.score(t)
+        assert verdict.scores["information_accuracy"] < 5 and verdict.facts_right == before.facts_right - 1
+        swapped += 1
+    assert swapped >= 3

@@ -646,6 +646,36 @@ def branch_table(workflow, transcripts: Mapping[str, list[dict]], hubs: str | Se
     return pd.DataFrame(rows).set_index("condition")
 
 
+def fact_table(workflow, transcripts: Mapping[str, list[dict]]) -> pd.DataFrame:
+    """Product knowledge per catalogue field: per condition and ``table.field`` that no customer says (an error's
+    fix, a policy's limit: :func:`~subterra.conformance.knowledge_fields`), the facts stated (``stated``, once per
+    assistant turn and verdict: a turn with the right fix and another's counts twice) and the share of those
+    that are the record the scenario is about (``right``), as the judge reads them
+    (:func:`~subterra.conformance.fact_checks`). Where ``product_knowledge`` is one share per condition, this
+    says which facts the weights hold."""
+    from .conformance import fact_checks, knowledge_fields, scenario_records
+
+    knowledge = knowledge_fields(workflow)
+    rows = []
+    for condition in _ordered(transcripts):
+        counts: dict[str, list[int]] = {}
+        for t in transcripts[condition]:
+            if t.get("error"):
+                continue
+            expected = scenario_records(workflow, json.loads(t["scenario"])["values"])
+            for m in t["messages"]:
+                if m["role"] != "assistant":
+                    continue
+                for (table, name), right in fact_checks(workflow, m["content"], expected):
+                    if (table, name) in knowledge:
+                        tally = counts.setdefault(f"{table}.{name}", [0, 0])
+                        tally[0] += 1
+                        tally[1] += right
+        rows += [{"condition": condition, "fact": fact, "stated": n, "right": right / n}
+                 for fact, (n, right) in sorted(counts.items())]
+    return pd.DataFrame(rows, columns=["condition", "fact", "stated", "right"]).set_index(["condition", "fact"])
+
+
 NO_WRONG_TURN = "(no wrong turn)"
 
 

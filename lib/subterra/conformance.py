@@ -182,6 +182,36 @@ def _facts(workflow: Workflow):
     return _cached(workflow, "facts", build)
 
 
+AMOUNT = r"\$?(\d[\d,]*(?:\.\d+)?)"
+
+
+def _amounts(workflow: Workflow):
+    """Per catalogue table and field whose every value is a number (insurance's deductible and limit): the
+    pattern of an amount said *as* that field, by its name next to it ("your $500 deductible", "a limit of
+    $45,000"; not "$2,500 express limit"), and each record's value."""
+    def build(wf: Workflow):
+        out = {}
+        for table, records in wf.catalogue.items():
+            for name in list(records[0])[1:]:
+                values = [r.get(name) for r in records]
+                if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+                    word = re.escape(name.replace("_", " "))
+                    out[(table, name)] = (re.compile(rf"{AMOUNT}\s+{word}\b|\b{word}(?:\s+[a-z]+){{0,2}}\s+{AMOUNT}",
+                                                     re.IGNORECASE), values)
+        return out
+    return _cached(workflow, "amounts", build)
+
+
+def stated_amounts(workflow: Workflow, text: str) -> dict[tuple[str, str], set[float]]:
+    """The amounts ``text`` states as a catalogue record's numeric field: (table, field) -> the amounts."""
+    out: dict[tuple[str, str], set[float]] = {}
+    for key, (pattern, _) in _amounts(workflow).items():
+        said = {float((a or b).rstrip(",").replace(",", "")) for a, b in pattern.findall(text)}
+        if said:
+            out[key] = said
+    return out
+
+
 def stated_facts(workflow: Workflow, text: str) -> dict[tuple[str, str], set[int]]:
     """The catalogue facts ``text`` states: (table, field) -> indices of the records whose value it states.
 
@@ -200,28 +230,63 @@ def stated_facts(workflow: Workflow, text: str) -> dict[tuple[str, str], set[int
     return out
 
 
-def checked_facts(workflow: Workflow, text: str, expected: Mapping[str, int]) -> list[bool]:
-    """The catalogue facts ``text`` states (:func:`stated_facts`), per table and field: True where it states the
-    fact of the record the scenario is about (``expected``: table -> record index), False where it states
-    another record's (instead or beside it; a value both records share is no other fact). Nor is a fact
+def fact_checks(workflow: Workflow, text: str, expected: Mapping[str, int]
+                ) -> list[tuple[tuple[str, str], bool]]:
+    """The catalogue facts ``text`` states (:func:`stated_facts`), per table and field, as ``((table, field),
+    verdict)``: True where it states the fact of the record the scenario is about (``expected``: table ->
+    record index), False where it states another record's (instead or beside it; a value both records share
+    is no other fact). Nor is a fact
     whose words the right facts in ``text`` already hold (80% of its word pairs): the "where" of Zoom's error
     10004 names the menu path of the "check for app updates" feature, and two causes that differ by a word
-    or two ("blocking Zoom", "blocking the connection") are heard together."""
+    or two ("blocking Zoom", "blocking the connection") are heard together. Then the amounts it states as a
+    numeric field (:func:`stated_amounts`: a policy's deductible and limit): True where one is the record's,
+    False where one is not (another record's, or one no record has)."""
     facts = _facts(workflow)
     stated = stated_facts(workflow, text)
     right = set().union(*(facts[key][expected[key[0]]] for key, records in stated.items()
                           if key[0] in expected and expected[key[0]] in records))
-    out = []
+    out: list[tuple[tuple[str, str], bool]] = []
     for key, records in stated.items():
         if key[0] not in expected:
             continue
         own = facts[key][expected[key[0]]]
         if expected[key[0]] in records:
-            out.append(True)
+            out.append((key, True))
         if any(facts[key][i] != own and len(facts[key][i] & right) < FACT_COVERAGE * len(facts[key][i])
                for i in records):
-            out.append(False)                 # another record's fact, beside the right one or instead of it
+            out.append((key, False))          # another record's fact, beside the right one or instead of it
+    amounts = _amounts(workflow)
+    for key, said in stated_amounts(workflow, text).items():
+        if key[0] not in expected:
+            continue
+        own = amounts[key][1][expected[key[0]]]
+        if own in said:
+            out.append((key, True))
+        if said - {own}:
+            out.append((key, False))          # an amount the record does not have: another's, or made up
     return out
+
+
+def checked_facts(workflow: Workflow, text: str, expected: Mapping[str, int]) -> list[bool]:
+    """:func:`fact_checks` without the fields: one verdict per fact stated."""
+    return [right for _, right in fact_checks(workflow, text, expected)]
+
+
+def knowledge_fields(workflow: Workflow) -> frozenset[tuple[str, str]]:
+    """The catalogue fields checked as facts (:func:`stated_facts`, :func:`stated_amounts`) that no customer step
+    says: product knowledge, which only the weights hold. Insurance's incident is the policy's field, but the
+    customer describes it; the agent that repeats it knows nothing by that."""
+    def build(wf: Workflow) -> frozenset[tuple[str, str]]:
+        said = {tuple(name.split(".", 1)) for n, node in wf.nodes.items() if node.role == "user"
+                for text in wf.heard_as(n) for name in SLOT.findall(text) if "." in name}
+        return frozenset((set(_facts(wf)) | set(_amounts(wf))) - said)
+    return _cached(workflow, "knowledge", build)
+
+
+def scenario_records(workflow: Workflow, values: Mapping[str, Any]) -> dict[str, int]:
+    """The catalogue records a scenario is about, table -> index (the error the customer has, their policy)."""
+    return {table: workflow.catalogue[table].index(values[table])
+            for table in workflow.catalogue if values.get(table) in workflow.catalogue[table]}
 
 
 def scalar_values(values: Mapping[str, Any]) -> list[str]:

@@ -29,8 +29,8 @@ from functools import partial
 from typing import Any
 
 from .backends import Backend, Request, Usage
-from .conformance import (ANSWER_SCORE, extract_values, invalid_steps, lookups, matcher_for, node_names, spoken,
-                          checked_facts)
+from .conformance import (ANSWER_SCORE, extract_values, fact_checks, invalid_steps, knowledge_fields, lookups,
+                          matcher_for, node_names, scenario_records, spoken)
 from .tools import MADE_UP, answers_before, conversation_line
 from .workflow import Workflow
 
@@ -230,6 +230,7 @@ class OfflineJudge:
         self.paths = {p.id: p for p in enumerate_paths(workflow)}
         self.lookups = lookups(workflow)
         self.returned = workflow.returned()                  # a tool's to say
+        self.knowledge = knowledge_fields(workflow)          # the catalogue's facts no customer says
 
     def score(self, transcript: dict) -> Score:
         verdict = Score(transcript["condition"], transcript["scenario_id"], self.name,
@@ -241,7 +242,9 @@ class OfflineJudge:
             return verdict
         values = json.loads(transcript["scenario"])["values"]
         agent = [m["content"] for m in transcript["messages"] if m["role"] == "assistant"]
-        facts = self.product_knowledge(values, agent)
+        checks = self.fact_checks(values, agent)
+        facts = [right for _, right in checks]               # any record's fact: a wrong one is a wrong value
+        known = [right for key, right in checks if key in self.knowledge]
         rules = {"task_success": self.task_success,
                  "information_accuracy": partial(self.information_accuracy, facts=facts),
                  "consistency": self.consistency, "graceful_handling": self.graceful_handling,
@@ -249,18 +252,18 @@ class OfflineJudge:
         for criterion, rule in rules.items():
             verdict.scores[criterion], verdict.reasons[criterion] = rule(transcript, values, agent)
         verdict.scores = apply_rules(verdict.scores, transcript["challenged"])
-        verdict.facts_stated, verdict.facts_right = len(facts), sum(facts)
+        verdict.facts_stated, verdict.facts_right = len(known), sum(known)
         return verdict
 
-    def product_knowledge(self, values: dict, agent: list[str]) -> list[bool]:
+    def fact_checks(self, values: dict, agent: list[str]) -> list[tuple[tuple[str, str], bool]]:
         """Each catalogue fact an assistant turn states (an error's meaning, cause, fix, where it is fixed; a
-        feature's menu path), once per turn and field: True where it is the fact of the record the scenario is
-        about (the error the customer has), False where it is only another record's
-        (:func:`~subterra.conformance.checked_facts`). Product knowledge lives in the weights; no conversation
-        holds it."""
-        expected = {table: self.workflow.catalogue[table].index(values[table])
-                    for table in self.workflow.catalogue if values.get(table) in self.workflow.catalogue[table]}
-        return [right for text in agent for right in checked_facts(self.workflow, text, expected)]
+        feature's menu path; a policy's deductible and limit), once per turn and field, with its ``(table,
+        field)``: True where it is the fact of the record the scenario is about (the error the customer has),
+        False where it is another record's (:func:`~subterra.conformance.fact_checks`). The score's product
+        knowledge counts the fields no customer says (:func:`~subterra.conformance.knowledge_fields`): it
+        lives in the weights, where an incident the agent repeats was in the conversation."""
+        expected = scenario_records(self.workflow, values)
+        return [check for text in agent for check in fact_checks(self.workflow, text, expected)]
 
     def task_success(self, t: dict, values: dict, agent: list[str]) -> tuple[int, str]:
         """:meth:`path_success`, at most 2 where the agent took a branch its tool's answer rules out (booked
@@ -346,12 +349,13 @@ class OfflineJudge:
                              facts: list[bool] | None = None) -> tuple[int, str]:
         """The customer's values the assistant states wrongly (against what the customer said), and the
         product facts it gives from another record than the one the customer asked about (another code's
-        fix; ``facts``: :meth:`product_knowledge`, computed here when not given): 0 → 5, 1 → 4, 2 → 3,
+        fix; ``facts``: :meth:`fact_checks`' verdicts, computed here when not given): 0 → 5, 1 → 4, 2 → 3,
         3-4 → 2, more → 1. A look-up a tool returns counts here, against the tool's answer; other look-ups are
         Consistency's."""
         wrong = sum(spoken(s) != spoken(e) for name, s, e in self._statements(t, values)
                     if name not in self.lookups or name in self.returned)
-        others = (self.product_knowledge(values, agent) if facts is None else facts).count(False)
+        facts = [right for _, right in self.fact_checks(values, agent)] if facts is None else facts
+        others = facts.count(False)
         errors = wrong + others
         score = 5 if errors == 0 else 4 if errors == 1 else 3 if errors == 2 else 2 if errors <= 4 else 1
         return score, (f"{wrong} stated value(s) differ from what the customer said, "
