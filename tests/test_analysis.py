@@ -186,17 +186,20 @@ def test_a_learning_curve_is_judged_on_the_scenarios_every_checkpoint_ran():
         compile_runs("travel", "curve", "step-300")
 
 
-def test_zoom_compiled_from_another_seed_fails_on_other_scenarios():
-    """The same recipe, budget and corpus from training seed 1, on the same 200 scenarios (docs/results.md, "From
-    one compile to the next"): the failure rate moves by a few points and no scenario fails under both seeds."""
+def test_zoom_compiled_from_other_seeds_fails_on_other_scenarios():
+    """The same recipe, budget and corpus from training seeds 1 and 2, on the same 200 scenarios (docs/results.md,
+    "From one compile to the next"): the failure rate moves by a few points, the recorded compile is the best of
+    three, and no scenario fails under all three seeds."""
     from subterra.analysis import compile_runs, score_table
 
     scores = compile_runs("zoom", "seeds", "seed-0")
     table = score_table(scores)
-    assert list(table.index) == ["seed-0", "seed-1"] and (table["n"] == 200).all()
+    assert list(table.index) == ["seed-0", "seed-1", "seed-2"] and (table["n"] == 200).all()
     failed = scores.pivot(index="scenario_id", columns="condition", values="failure")
-    assert not failed.all(axis=1).any() and failed.any(axis=1).sum() == 19
-    assert table.loc["seed-0", "failure_rate"] <= 0.055 < table.loc["seed-1", "failure_rate"] <= 0.10
+    assert not failed.all(axis=1).any() and failed.any(axis=1).sum() == 27 and (failed.sum(axis=1) == 2).sum() == 7
+    rates = table["failure_rate"]
+    assert rates["seed-0"] <= 0.055 < rates["seed-1"] <= rates["seed-2"] <= 0.08
+    assert 0.05 < rates.mean() < 0.06                                  # 5.7%: about the paper's 5.5%
 
 
 def test_each_condition_is_priced_on_the_same_recorded_conversations():
