@@ -12,7 +12,7 @@ CHROMIUM ?= /usr/bin/chromium
 
 .PHONY: demo test install benchmark clean
 
-# The demo's budget, 20 minutes on 2 CPU cores (17.7 measured from a fresh clone; docs/notebooks.md): a corpus of 600 dialogues
+# The demo's budget, 20 minutes on 2 CPU cores (17.7 and 18.1 measured from fresh clones; docs/notebooks.md): a corpus of 600 dialogues
 # (the demo compile reads 128 of them), a shorter compile checked on 4 held-out dialogues, 12 paired scenarios
 # for the compiled model and the orchestrated base (enough to show an effect the size of the 90-step compile's,
 # d_z 1.2, at p < 0.05 95 times in 100), the frontier stand-ins on the first 2 of them (they show what a turn
