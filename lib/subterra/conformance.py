@@ -235,10 +235,10 @@ def fact_checks(workflow: Workflow, text: str, expected: Mapping[str, int]
     """The catalogue facts ``text`` states (:func:`stated_facts`), per table and field, as ``((table, field),
     verdict)``: True where it states the fact of the record the scenario is about (``expected``: table ->
     record index), False where it states another record's (instead or beside it; a value both records share
-    is no other fact). Nor is a fact
-    whose words the right facts in ``text`` already hold (80% of its word pairs): the "where" of Zoom's error
-    10004 names the menu path of the "check for app updates" feature, and two causes that differ by a word
-    or two ("blocking Zoom", "blocking the connection") are heard together. Then the amounts it states as a
+    is no other fact). Nor is a fact whose words the right facts in ``text`` already hold (80% of its word
+    pairs): the "where" of Zoom's error 10004 names the menu path of the "check for app updates" feature, and
+    two causes that differ by a word or two ("blocking Zoom", "blocking the connection") are heard together.
+    Then the amounts it states as a
     numeric field (:func:`stated_amounts`: a policy's deductible and limit): True where one is the record's,
     False where one is not (another record's, or one no record has)."""
     facts = _facts(workflow)
