@@ -579,6 +579,12 @@ def budget_table(workflow, transcripts: Mapping[str, list[dict]], value: str = "
     return pd.DataFrame(rows).set_index("condition")
 
 
+def _branching(t: dict, nodes: list) -> list:
+    """A conversation's steps as branches go: where the customer left, the agent's last turn is a goodbye to them,
+    not a branch."""
+    return nodes[:-1] if t["stop_reason"] == "gave_up" and t["messages"][-1]["role"] == "assistant" else nodes
+
+
 def branch_table(workflow, transcripts: Mapping[str, list[dict]], hubs: str | Sequence[str]) -> pd.DataFrame:
     """Per condition: after the customer's step at one of ``hubs`` (travel's ``confirm_booking``: the card;
     insurance's three policy hubs), does the agent take the step the scenario's path takes there, the k-th time
@@ -621,9 +627,7 @@ def branch_table(workflow, transcripts: Mapping[str, list[dict]], hubs: str | Se
                 continue
             plan = paths[t["path_id"]].nodes
             wanted = [plan[k + 1] for k in range(len(plan) - 1) if plan[k] in hubs]
-            nodes = t["trace_nodes"]
-            if t["stop_reason"] == "gave_up" and t["messages"][-1]["role"] == "assistant":
-                nodes = nodes[:-1]          # its answer to a customer who left is a goodbye, not a branch
+            nodes = _branching(t, t["trace_nodes"])
             at = [k for k in range(len(nodes) - 1) if nodes[k] in hubs]
             pairs = list(zip((nodes[k + 1] for k in at), wanted))
             if not pairs:
@@ -650,52 +654,48 @@ def fact_table(workflow, transcripts: Mapping[str, list[dict]]) -> pd.DataFrame:
     """Product knowledge per catalogue field: per condition and ``table.field`` that no customer says (an error's
     fix, a policy's limit: :func:`~subterra.conformance.knowledge_fields`), the facts stated (``stated``, once per
     assistant turn and verdict: a turn with the right fix and another's counts twice) and the share of those
-    that are the record the scenario is about (``right``), as the judge reads them
-    (:func:`~subterra.conformance.fact_checks`). Where ``product_knowledge`` is one share per condition, this
-    says which facts the weights hold."""
-    from .conformance import fact_checks, knowledge_fields, scenario_records
+    that are the record the scenario is about (``right``), as the offline judge reads them
+    (:meth:`~subterra.judge.OfflineJudge.fact_checks`). Where ``product_knowledge`` is one share per condition,
+    this says which facts the weights hold."""
+    from collections import Counter
 
-    knowledge = knowledge_fields(workflow)
+    from .judge import OfflineJudge
+    from .tools import answers_before
+
+    judge = OfflineJudge(workflow)
     rows = []
     for condition in _ordered(transcripts):
-        counts: dict[str, list[int]] = {}
+        stated, right = Counter(), Counter()
         for t in transcripts[condition]:
             if t.get("error"):
                 continue
-            expected = scenario_records(workflow, json.loads(t["scenario"])["values"])
-            for m in t["messages"]:
-                if m["role"] != "assistant":
-                    continue
-                for (table, name), right in fact_checks(workflow, m["content"], expected):
-                    if (table, name) in knowledge:
-                        tally = counts.setdefault(f"{table}.{name}", [0, 0])
-                        tally[0] += 1
-                        tally[1] += right
-        rows += [{"condition": condition, "fact": fact, "stated": n, "right": right / n}
-                 for fact, (n, right) in sorted(counts.items())]
+            said, _ = answers_before(t["messages"])
+            agent = [m["content"] for m in said if m["role"] == "assistant"]
+            for (table, name), verdict in judge.fact_checks(json.loads(t["scenario"])["values"], agent):
+                if (table, name) in judge.knowledge:
+                    stated[f"{table}.{name}"] += 1
+                    right[f"{table}.{name}"] += verdict
+        rows += [{"condition": condition, "fact": fact, "stated": n, "right": right[fact] / n}
+                 for fact, n in sorted(stated.items())]
     return pd.DataFrame(rows, columns=["condition", "fact", "stated", "right"]).set_index(["condition", "fact"])
 
 
 NO_WRONG_TURN = "(no wrong turn)"
 
 
-def _wrong_turns(workflow, plan: Sequence[str], nodes: Sequence[str]) -> tuple[dict[str, int], dict[str, int], list]:
-    """Per hub of the agent's choosing: times passed, times the agent then took another step than the path
-    takes there (the k-th pass against the path's k-th), and the wrong turns as ``(position, hub)``."""
-    passes: dict[str, int] = {}
-    wrong: dict[str, int] = {}
-    turns = []
+def _wrong_turns(workflow, plan: Sequence[str], nodes: Sequence[str]) -> tuple[list[str], list[tuple[int, str]]]:
+    """The hubs of the agent's choosing a conversation passed (once a pass), and its wrong turns as ``(position,
+    hub)``: where the agent took another step than the path takes there (the k-th pass against the path's k-th)."""
+    passes, turns = [], []
     for hub in workflow.decision_hubs:
         wanted = [plan[k + 1] for k in range(len(plan) - 1) if plan[k] == hub]
         taken = [(k, nodes[k + 1]) for k in range(len(nodes) - 1) if nodes[k] == hub]
         for (k, step), want in zip(taken, wanted):
-            if workflow.nodes[want].role != "agent":
-                continue                                  # the customer's choice, not the agent's
-            passes[hub] = passes.get(hub, 0) + 1
-            if step != want:
-                wrong[hub] = wrong.get(hub, 0) + 1
-                turns.append((k, hub))
-    return passes, wrong, turns
+            if workflow.nodes[want].role == "agent":          # not the customer's choice
+                passes.append(hub)
+                if step != want:
+                    turns.append((k, hub))
+    return passes, turns
 
 
 def failure_turns(workflow, transcripts: Mapping[str, list[dict]], scores: pd.DataFrame) -> pd.DataFrame:
@@ -709,34 +709,29 @@ def failure_turns(workflow, transcripts: Mapping[str, list[dict]], scores: pd.Da
     grace period the same way on, so a guess between them changes what the agent says, not where the claim
     ends. Counting the first wrong turn would put those failures at the status; the last puts them where the
     ending was decided."""
+    from collections import Counter
+
     from .paths import enumerate_paths
 
     paths = {p.id: p for p in enumerate_paths(workflow)}
     failed = {(c, s) for c, s, f in scores[["condition", "scenario_id", "failure"]].itertuples(index=False) if f}
     rows = []
     for condition in _ordered(transcripts):
-        passes: dict[str, int] = {}
-        wrong: dict[str, int] = {}
-        decided: dict[str, int] = {}
+        passes, wrong, decided = Counter(), Counter(), Counter()
         for t in transcripts[condition]:
             if t.get("error"):
                 continue
-            nodes = [n for n in t["trace_nodes"] if n is not None]
-            if t["stop_reason"] == "gave_up" and t["messages"][-1]["role"] == "assistant":
-                nodes = nodes[:-1]          # its answer to a customer who left is a goodbye, not a branch
-            p, w, turns = _wrong_turns(workflow, paths[t["path_id"]].nodes, nodes)
-            for hub, count in p.items():
-                passes[hub] = passes.get(hub, 0) + count
-            for hub, count in w.items():
-                wrong[hub] = wrong.get(hub, 0) + count
+            nodes = _branching(t, [n for n in t["trace_nodes"] if n is not None])
+            passed, turns = _wrong_turns(workflow, paths[t["path_id"]].nodes, nodes)
+            passes.update(passed)
+            wrong.update(hub for _, hub in turns)
             if (condition, t["scenario_id"]) in failed:
-                hub = max(turns)[1] if turns else NO_WRONG_TURN
-                decided[hub] = decided.get(hub, 0) + 1
+                decided[max(turns)[1] if turns else NO_WRONG_TURN] += 1
         for hub in [h for h in workflow.decision_hubs if h in passes]:
             rows.append({"condition": condition, "hub": hub, "passes": passes[hub],
-                         "another branch": wrong.get(hub, 0) / passes[hub], "failures decided": decided.get(hub, 0)})
+                         "another branch": wrong[hub] / passes[hub], "failures decided": decided[hub]})
         rows.append({"condition": condition, "hub": NO_WRONG_TURN, "passes": None, "another branch": math.nan,
-                     "failures decided": decided.get(NO_WRONG_TURN, 0)})
+                     "failures decided": decided[NO_WRONG_TURN]})
     table = pd.DataFrame(rows).set_index(["condition", "hub"])
     return table.astype({"passes": "Int64"})
 
