@@ -335,7 +335,7 @@ def serialise_catalogue(workflow: Workflow, tables) -> str:
 
 def catalogue_tables(workflow: Workflow, template: str) -> list[str]:
     """The catalogue tables a prompt's slots read (``{error.message}``: ``error``), in the catalogue's order."""
-    named = {match.group(1) for match in map(SLOT_NAME.match, SLOT.findall(template)) if match}
+    named = slot_names(template)
     return [table for table in workflow.catalogue if table in named]
 
 

@@ -238,9 +238,8 @@ def fact_checks(workflow: Workflow, text: str, expected: Mapping[str, int]
     is no other fact). Nor is a fact whose words the right facts in ``text`` already hold (80% of its word
     pairs): the "where" of Zoom's error 10004 names the menu path of the "check for app updates" feature, and
     two causes that differ by a word or two ("blocking Zoom", "blocking the connection") are heard together.
-    Then the amounts it states as a
-    numeric field (:func:`stated_amounts`: a policy's deductible and limit): True where one is the record's,
-    False where one is not (another record's, or one no record has)."""
+    Then the amounts it states as a numeric field (:func:`stated_amounts`: a policy's deductible and limit):
+    True where one is the record's, False where one is not (another record's, or one no record has)."""
     facts = _facts(workflow)
     stated = stated_facts(workflow, text)
     right = set().union(*(facts[key][expected[key[0]]] for key, records in stated.items()
@@ -267,18 +266,13 @@ def fact_checks(workflow: Workflow, text: str, expected: Mapping[str, int]
     return out
 
 
-def checked_facts(workflow: Workflow, text: str, expected: Mapping[str, int]) -> list[bool]:
-    """:func:`fact_checks` without the fields: one verdict per fact stated."""
-    return [right for _, right in fact_checks(workflow, text, expected)]
-
-
 def knowledge_fields(workflow: Workflow) -> frozenset[tuple[str, str]]:
     """The catalogue fields checked as facts (:func:`stated_facts`, :func:`stated_amounts`) that no customer step
     says: product knowledge, which only the weights hold. Insurance's incident is the policy's field, but the
     customer describes it; the agent that repeats it knows nothing by that."""
     def build(wf: Workflow) -> frozenset[tuple[str, str]]:
-        said = {tuple(name.split(".", 1)) for n, node in wf.nodes.items() if node.role == "user"
-                for text in wf.heard_as(n) for name in SLOT.findall(text) if "." in name}
+        said = {m.groups() for n, node in wf.nodes.items() if node.role == "user"
+                for text in wf.heard_as(n) for m in map(SLOT_NAME.match, SLOT.findall(text)) if m and m.group(2)}
         return frozenset((set(_facts(wf)) | set(_amounts(wf))) - said)
     return _cached(workflow, "knowledge", build)
 
