@@ -194,6 +194,16 @@ def test_failure_rate():
     assert S.failure_rate([3] * 11 + [5] * 189) == pytest.approx(0.055)
 
 
+def test_mcnemar_exact_on_discordant_failures():
+    # Zoom's seeds 0 and 2 (docs/results.md): 3 against 13 scenarios failed by one compile alone
+    assert S.mcnemar_exact(3, 13) == pytest.approx(0.0213, abs=1e-4) == S.mcnemar_exact(13, 3)
+    assert S.mcnemar_exact(0, 5) == pytest.approx(2 * 0.5 ** 5)                   # one-sided 1/32, doubled
+    assert S.mcnemar_exact(9, 10) == 1.0 and S.mcnemar_exact(0, 0) == 1.0
+    for bad in ((-1, 2), (1.5, 2), (True, 2)):
+        with pytest.raises(ValueError, match="two counts"):
+            S.mcnemar_exact(*bad)
+
+
 def test_pass_hat_k_hand_cases():
     assert S.pass_hat_k([[1, 1, 0, 0]], 2) == pytest.approx(1 / 6)
     assert S.pass_hat_k([[True, True, True, True]], 4) == 1.0

@@ -618,6 +618,7 @@ def test_the_tools_comparison_pairs_the_two_compiles_on_their_scenarios(wf, orac
     assert (table["failure_rate"] == 0).all() and (table["lookups_right"] == 1).all()
     assert (table["branch_right"] == 1).all() and table.loc["travel_tools", "pairs"] == len(ids)
     assert table.loc["travel_tools", "fails_only_with"] == table.loc["travel_tools", "fails_only_without"] == 0
+    assert table.loc["travel_tools", "failures_p"] == 1.0
 
     worse = [_with_price(t) for t in oracle_runs]
     table = tools_comparison(runs={"travel": {"oracle": travel}, "travel_tools": {"oracle": worse}},
@@ -633,6 +634,7 @@ def test_the_tools_comparison_pairs_the_two_compiles_on_their_scenarios(wf, orac
                              condition="oracle", n_resamples=100)
     row = table.loc["travel_tools"]
     assert (row["fails_only_with"], row["fails_only_without"]) == (3, 0) and row["task_success_difference"] < 0
+    assert row["failures_p"] == 0.25                          # 3 against 0: twice 1/8, too few to tell
 
 
 def test_insurance_with_a_policy_look_up_keeps_insurances_shape_and_scenarios():

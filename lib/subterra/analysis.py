@@ -29,7 +29,7 @@ import yaml
 
 from .backends.base import DEFAULT_MODELS, Backend, Completion, Request, Usage
 from .judge import CRITERIA, FAILURE_THRESHOLD, TITLES
-from .stats import compare_conditions, failure_rate
+from .stats import compare_conditions, failure_rate, mcnemar_exact
 from .workflow import data_dir, load_domain
 
 ORDER = ("subterranean", "orchestrated", "langgraph", "in_context", "oracle")
@@ -747,8 +747,9 @@ def tools_comparison(without: str = "travel", with_tools: str = "travel_tools", 
     (:func:`branch_table`; by default every step whose branches read what a tool returns,
     :meth:`~subterra.workflow.Workflow.tool_hubs`: travel's card, insurance's three policy hubs) and, with
     tools, whose every branch there agreed with the tools' answers (``branch_on_tools_answers``). On the
-    with-tools row, paired on the scenarios both ran: scenarios only one of them failed, and the Task Success
-    difference with its Wilcoxon p (Holm over the five criteria)."""
+    with-tools row, paired on the scenarios both ran: scenarios only one of them failed with the exact McNemar p
+    on those (``failures_p``), and the Task Success difference with its Wilcoxon p (Holm over the five
+    criteria)."""
     hubs = load_domain(with_tools).tool_hubs() if hubs is None else hubs
     rows, scored = [], []
     for name in (without, with_tools):
@@ -771,9 +772,10 @@ def tools_comparison(without: str = "travel", with_tools: str = "travel_tools", 
         index="scenario_id", columns="condition", values="failed").dropna().astype(bool)
     compared = comparison_table(both, reference=with_tools, n_resamples=n_resamples)
     success = compared[compared["criterion"] == TITLES["task_success"]].iloc[0]
-    rows[1].update({"pairs": len(failed),
-                    "fails_only_without": int((failed[without] & ~failed[with_tools]).sum()),
-                    "fails_only_with": int((failed[with_tools] & ~failed[without]).sum()),
+    only_without = int((failed[without] & ~failed[with_tools]).sum())
+    only_with = int((failed[with_tools] & ~failed[without]).sum())
+    rows[1].update({"pairs": len(failed), "fails_only_without": only_without, "fails_only_with": only_with,
+                    "failures_p": mcnemar_exact(only_with, only_without),
                     "task_success_difference": success["difference"], "p_holm": success["p_holm"]})
     return pd.DataFrame(rows).set_index("workflow")
 

@@ -27,6 +27,8 @@ Bootstrap CI                percentile bootstrap, 10,000 resamples, seed 0, ``np
                             interpolation) at alpha/2 and 1 - alpha/2. Paired: resample scenarios (pairs) and
                             take the mean difference; unpaired: resample each group independently.
 Failure                     Task Success <= 3 (the paper's definition).
+McNemar                     exact: the scenarios only one of two conditions failed, two-sided binomial test at
+                            1/2 (``scipy.stats.binomtest``); none discordant: p = 1.
 pass^k                      tau-bench: mean over scenarios of C(c, k) / C(n, k).
 Weighted kappa              quadratic (Fleiss-Cohen) weights over the labels 1-5, the usual choice for ordinal
                             ratings; equal to statsmodels' ``cohens_kappa(table, wt="quadratic")``.
@@ -52,7 +54,7 @@ __all__ = [
     "wilcoxon_paired", "mann_whitney", "holm", "stars",
     "cohens_d_paired", "cohens_d",
     "bootstrap_ci", "bootstrap_ci_paired_diff", "bootstrap_ci_diff",
-    "failure_rate", "pass_hat_k",
+    "failure_rate", "pass_hat_k", "mcnemar_exact",
     "compare_conditions", "cohen_kappa_weighted", "judge_agreement",
 ]
 
@@ -295,6 +297,16 @@ def failure_rate(task_success_scores, threshold: float = 3) -> float:
     """Share of conversations with Task Success ``<= threshold`` (the paper: TS <= 3 is a failure)."""
     x = _vector(task_success_scores, "task_success_scores")
     return float(np.mean(x <= threshold))
+
+
+def mcnemar_exact(only_a: int, only_b: int) -> float:
+    """Exact McNemar p (two-sided) for paired failures: ``only_a`` scenarios failed under the first condition
+    alone, ``only_b`` under the second alone (the scenarios both or neither failed do not count)."""
+    if any(isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 0 for n in (only_a, only_b)):
+        raise ValueError(f"mcnemar_exact needs two counts >= 0, got {only_a!r} and {only_b!r}")
+    if only_a + only_b == 0:
+        return 1.0
+    return float(_st.binomtest(int(only_a), int(only_a + only_b), 0.5).pvalue)
 
 
 def pass_hat_k(successes_per_scenario, k: int) -> float:
