@@ -137,6 +137,10 @@ def test_an_amount_said_as_a_policys_deductible_or_limit_is_that_policys_or_wron
     express = "$1150 is under our $2,500 express limit, so no inspection is needed."
     assert stated_amounts(insurance, express) == {} and checked_facts(insurance, express, expected) == []
     assert stated_amounts(load_domain("zoom"), "error 5003: wait 30 seconds") == {}   # no numeric field
+    for count in ("Claims have a limit of 30 days.", "The limit is 2 months.", "a deductible of 10%",
+                  "a limit of 3 times a year"):
+        assert stated_amounts(insurance, count) == {}, count                         # a count, not an amount
+    assert stated_amounts(insurance, "Your limit is $45,000. Your limit is 45000.") == {("policy", "limit"): {45000.0}}
 
 
 ITEM, DOCUMENT = ("another_item", "ask_item"), ("upload_attempt", "ask_evidence")

@@ -183,12 +183,14 @@ def _facts(workflow: Workflow):
 
 
 AMOUNT = r"\$?(\d[\d,]*(?:\.\d+)?)"
+#: After an amount: not more of the number, and no unit that makes it a count ("a limit of 30 days").
+NOT_A_COUNT = r"(?!\d|[.,]\d)(?!\s*(?:%|percent\b|(?:day|week|month|year|hour|minute|time)s?\b))"
 
 
 def _amounts(workflow: Workflow):
     """Per catalogue table and field whose every value is a number (insurance's deductible and limit): the
     pattern of an amount said *as* that field, by its name next to it ("your $500 deductible", "a limit of
-    $45,000"; not "$2,500 express limit"), and each record's value."""
+    $45,000"; not "$2,500 express limit", nor "a limit of 30 days"), and each record's value."""
     def build(wf: Workflow):
         out = {}
         for table, records in wf.catalogue.items():
@@ -196,8 +198,8 @@ def _amounts(workflow: Workflow):
                 values = [r.get(name) for r in records]
                 if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
                     word = re.escape(name.replace("_", " "))
-                    out[(table, name)] = (re.compile(rf"{AMOUNT}\s+{word}\b|\b{word}(?:\s+[a-z]+){{0,2}}\s+{AMOUNT}",
-                                                     re.IGNORECASE), values)
+                    said = rf"{AMOUNT}\s+{word}\b|\b{word}(?:\s+[a-z]+){{0,2}}\s+{AMOUNT}{NOT_A_COUNT}"
+                    out[(table, name)] = (re.compile(said, re.IGNORECASE), values)
         return out
     return _cached(workflow, "amounts", build)
 
