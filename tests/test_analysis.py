@@ -320,6 +320,28 @@ def test_a_failure_is_put_at_the_last_wrong_turn_before_its_ending(insurance_ora
     assert "item_logged" not in table.loc["oracle"].index       # the customer's to choose: another item or not
 
 
+def test_a_pass_after_a_wrong_turn_is_held_to_the_step_still_wanted():
+    """A customer asked again after a wrong turn passes the hub once more than their path does. That extra pass
+    wants what the first did: the wrong turn is one, and the passes after it are right where the agent then
+    takes the path's steps (pairing the k-th pass with the path's k-th would call them all wrong)."""
+    from subterra import load_domain
+    from subterra.analysis import branch_table, failure_turns, recorded_runs
+
+    wf = load_domain("travel")
+    t = next(t for t in recorded_runs("travel")["oracle"]
+             if t["trace_nodes"].count("confirm_booking") == 2 and t["trace_nodes"][-1] == "booking_confirmed")
+    k = t["trace_nodes"].index("confirm_booking")
+    assert t["trace_nodes"][k:] == ["confirm_booking", "payment_declined", "confirm_booking", "booking_confirmed"]
+    extra = dict(t, scenario_id="extra", trace_nodes=t["trace_nodes"][:k] + ["confirm_booking", "booking_confirmed"]
+                 + t["trace_nodes"][k:])                 # booked at once, asked for the card again, then as the path
+    table = branch_table(wf, {"extra": [extra]}, "confirm_booking").loc["extra"]
+    assert (table["visits"], table["visits right"], table["conversations right"]) == (3, 2 / 3, 0.0)
+    scores = pd.DataFrame([{"condition": "extra", "scenario_id": "extra", "failure": True}])
+    turns = failure_turns(wf, {"extra": [extra]}, scores).loc["extra"]
+    assert turns.loc["confirm_booking", "passes"] == 3 and turns.loc["confirm_booking", "failures decided"] == 1
+    assert turns.loc["confirm_booking", "another branch"] == 1 / 3
+
+
 def test_insurances_compiled_failures_are_decided_at_the_estimate():
     """docs/results.md, "Where the failures come from": of the recorded compile's 53 failures most are decided at
     the estimate (the damage against the policy's deductible and limit), almost none at the status it guesses."""

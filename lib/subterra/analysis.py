@@ -585,10 +585,24 @@ def _branching(t: dict, nodes: list) -> list:
     return nodes[:-1] if t["stop_reason"] == "gave_up" and t["messages"][-1]["role"] == "assistant" else nodes
 
 
+def _passes(plan: Sequence[str], nodes: Sequence[str], hub: str) -> list[tuple[int, str, str]]:
+    """A conversation's passes of ``hub`` against its path's, as ``(position, step taken, step wanted)``. A pass
+    that took the path's step uses up the path's pass; one that took another step does not, so the next pass
+    is held to the same step (a customer asked again after a wrong turn still wants what they wanted). Passes
+    beyond the path's are left out: the conversation has left its path by then."""
+    wanted = [plan[k + 1] for k in range(len(plan) - 1) if plan[k] == hub]
+    out, j = [], 0
+    for k in range(len(nodes) - 1):
+        if nodes[k] == hub and j < len(wanted):
+            out.append((k, nodes[k + 1], wanted[j]))
+            j += nodes[k + 1] == wanted[j]
+    return out
+
+
 def branch_table(workflow, transcripts: Mapping[str, list[dict]], hubs: str | Sequence[str]) -> pd.DataFrame:
     """Per condition: after the customer's step at one of ``hubs`` (travel's ``confirm_booking``: the card;
-    insurance's three policy hubs), does the agent take the step the scenario's path takes there, the k-th time
-    as the path does the k-th time? With tools the path's step is what the tool's answer says (the bank
+    insurance's three policy hubs), does the agent take the step the scenario's path takes there (each pass
+    against the path's pass it stands for, :func:`_passes`)? With tools the path's step is what the tool's answer says (the bank
     declined, the policy has lapsed); without, nothing in the conversation says it. ``visits`` counts each time
     a conversation passes a hub; ``conversations right``: every visit right.
 
@@ -626,21 +640,19 @@ def branch_table(workflow, transcripts: Mapping[str, list[dict]], hubs: str | Se
             if t.get("error"):
                 continue
             plan = paths[t["path_id"]].nodes
-            wanted = [plan[k + 1] for k in range(len(plan) - 1) if plan[k] in hubs]
             nodes = _branching(t, t["trace_nodes"])
-            at = [k for k in range(len(nodes) - 1) if nodes[k] in hubs]
-            pairs = list(zip((nodes[k + 1] for k in at), wanted))
+            pairs = sorted(p for hub in hubs for p in _passes(plan, nodes, hub))
             if not pairs:
                 continue
             conversations += 1
             visits += len(pairs)
-            hits = sum(a == b for a, b in pairs)
+            hits = sum(taken == want for _, taken, want in pairs)
             right += hits
             all_right += hits == len(pairs)
             if returned:
                 known = {k: v for k, v in json.loads(t["scenario"])["values"].items() if k not in returned}
                 _, before = answers_before(t["messages"])          # a returned value counts once a tool said it
-                agreed += all(on_answers(nodes[k], nodes[k + 1], known, before[k + 1]) for k in at[:len(pairs)])
+                agreed += all(on_answers(nodes[k], nodes[k + 1], known, before[k + 1]) for k, _, _ in pairs)
         row = {"condition": condition, "conversations": conversations, "visits": visits,
                "visits right": right / visits if visits else math.nan,
                "conversations right": all_right / conversations if conversations else math.nan}
@@ -685,12 +697,10 @@ NO_WRONG_TURN = "(no wrong turn)"
 
 def _wrong_turns(workflow, plan: Sequence[str], nodes: Sequence[str]) -> tuple[list[str], list[tuple[int, str]]]:
     """The hubs of the agent's choosing a conversation passed (once a pass), and its wrong turns as ``(position,
-    hub)``: where the agent took another step than the path takes there (the k-th pass against the path's k-th)."""
+    hub)``: where the agent took another step than the path takes there (:func:`_passes`)."""
     passes, turns = [], []
     for hub in workflow.decision_hubs:
-        wanted = [plan[k + 1] for k in range(len(plan) - 1) if plan[k] == hub]
-        taken = [(k, nodes[k + 1]) for k in range(len(nodes) - 1) if nodes[k] == hub]
-        for (k, step), want in zip(taken, wanted):
+        for k, step, want in _passes(plan, nodes, hub):
             if workflow.nodes[want].role == "agent":          # not the customer's choice
                 passes.append(hub)
                 if step != want:
