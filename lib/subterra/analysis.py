@@ -602,9 +602,9 @@ def _passes(plan: Sequence[str], nodes: Sequence[str], hub: str) -> list[tuple[i
 def branch_table(workflow, transcripts: Mapping[str, list[dict]], hubs: str | Sequence[str]) -> pd.DataFrame:
     """Per condition: after the customer's step at one of ``hubs`` (travel's ``confirm_booking``: the card;
     insurance's three policy hubs), does the agent take the step the scenario's path takes there (each pass
-    against the path's pass it stands for, :func:`_passes`)? With tools the path's step is what the tool's answer says (the bank
-    declined, the policy has lapsed); without, nothing in the conversation says it. ``visits`` counts each time
-    a conversation passes a hub; ``conversations right``: every visit right.
+    against the path's pass it stands for, :func:`_passes`)? With tools the path's step is what the tool's
+    answer says (the bank declined, the policy has lapsed); without, nothing in the conversation says it.
+    ``visits`` counts each time a conversation passes a hub; ``conversations right``: every visit right.
 
     A workflow with tools also gets ``on the tools' answers``: the conversations whose every branch taken at a
     hub agrees with what the tools had returned before it (the branch's condition, where it reads a returned
