@@ -778,8 +778,7 @@ def tools_comparison(without: str = "travel", with_tools: str = "travel_tools", 
                      "branch_on_tools_answers": branches.loc[condition].get("on the tools' answers", math.nan)})
     both = pd.concat(scored, ignore_index=True)
     ok = both[both["error"].isna()]
-    failed = ok.assign(failed=ok["task_success"] <= FAILURE_THRESHOLD).pivot(
-        index="scenario_id", columns="condition", values="failed").dropna().astype(bool)
+    failed = ok.pivot(index="scenario_id", columns="condition", values="failure").dropna().astype(bool)
     compared = comparison_table(both, reference=with_tools, n_resamples=n_resamples)
     success = compared[compared["criterion"] == TITLES["task_success"]].iloc[0]
     only_without = int((failed[without] & ~failed[with_tools]).sum())
