@@ -25,8 +25,8 @@ def test_travel_with_tools_keeps_travels_shape_and_every_path_has_a_scenario(wf)
     assert {n.id: n.call for n in wf.nodes.values() if n.call} == {
         "offer_flights": "search_flights", "payment_declined": "charge_card", "booking_confirmed": "charge_card",
         "specialist_handoff": "charge_card"}
-    assert wf.tools["charge_card"].returns == ("booking_ref", "payment")
-    assert wf.values_of("payment") == ("approved", "declined")
+    assert wf.tools["charge_card"].returns == ("booking_ref", "booking")
+    assert wf.values_of("booking") == ("confirmed", "declined", "referred")
     for path in paths:                                   # an outcome's check never makes a path unsatisfiable
         sample_scenario(wf, path, 0, f"s-{path.id}")
     assert travel.tools == {} and not any(n.call for n in travel.nodes.values())
@@ -39,25 +39,25 @@ def test_travel_with_tools_keeps_travels_shape_and_every_path_has_a_scenario(wf)
      ("node 'trip_request'", "only an agent turn calls a tool")),
     ("    arguments: [card_last4, special_request]\n", "    arguments: [card_number, special_request]\n",
      ("field 'tools.charge_card.arguments[0]'", "'card_number' in arguments is not a variable")),
-    ("    results: [booking_ref]\n    outcome: {payment: [approved, declined]}\n", "",
+    ("    results: [booking_ref]\n    outcome: {booking: [confirmed, declined, referred]}\n", "",
      ("field 'tools.charge_card'", "returns nothing")),
-    ("    outcome: {payment: [approved, declined]}\n", "    outcome: payment\n",
+    ("    outcome: {booking: [confirmed, declined, referred]}\n", "    outcome: booking\n",
      ("field 'tools.charge_card.outcome'", "expected a mapping")),
-    ("    outcome: {payment: [approved, declined]}\n", "    outcome: {payment: [approved]}\n",
-     ("outcome 'payment' needs a list of two or more values",)),
-    ("    outcome: {payment: [approved, declined]}\n", "    outcome: {price: [approved, declined]}\n",
+    ("    outcome: {booking: [confirmed, declined, referred]}\n", "    outcome: {booking: [confirmed]}\n",
+     ("outcome 'booking' needs a list of two or more values",)),
+    ("    outcome: {booking: [confirmed, declined, referred]}\n", "    outcome: {price: [confirmed, declined]}\n",
      ("outcome 'price' has the name of a variable",)),
     ("    results: [airline, flight_number, departure_time, price]\n",
      "    results: [airline, flight_number, departure_time, price, booking_ref]\n",
      ("tool 'charge_card' returns 'booking_ref', which tool 'search_flights' returns too",)),
     ("  - id: payment_declined\n    role: agent\n    call: charge_card\n", "  - id: payment_declined\n    role: agent\n",
-     ("node 'confirm_booking'", "edge confirm_booking -> payment_declined reads 'payment'",
+     ("node 'confirm_booking'", "edge confirm_booking -> payment_declined reads 'booking'",
       "neither 'confirm_booking' nor 'payment_declined' calls it")),
     ("    call: search_flights\n", "",
      ("field 'tools.search_flights'", "tool 'search_flights' is called by no node")),
-    ("    check: payment == 'declined'\n", "    check: paymnt == 'declined'\n", ("undefined variable 'paymnt'",)),
+    ("    check: booking == 'declined'\n", "    check: bookng == 'declined'\n", ("undefined variable 'bookng'",)),
     ("scenarios_from: travel ", "scenarios_from: Travel ", ("field 'scenarios_from'", "must name a workflow")),
-    ("    check: payment == 'declined'\n", "    check: payment > 3\n", ("incompatible types",)),
+    ("    check: booking == 'declined'\n", "    check: booking > 3\n", ("incompatible types",)),
 ])
 def test_tool_errors_name_file_line_node_field(old, new, expect):
     assert old in TOOLS
@@ -85,16 +85,16 @@ def test_the_environment_answers_from_the_scenario_and_the_path(wf):
     found = env.answer({"name": "search_flights", "arguments": {k: v[k] for k in wf.tools["search_flights"].arguments}})
     assert found == {k: v[k] for k in ("airline", "flight_number", "departure_time", "price")}
     card = {"card_last4": v["card_last4"], "special_request": v["special_request"]}
-    assert env.answer(ToolCall("charge_card", card)) == {"booking_ref": v["booking_ref"], "payment": "declined"}
+    assert env.answer(ToolCall("charge_card", card)) == {"booking_ref": v["booking_ref"], "booking": "declined"}
     assert env.answer(json.dumps({"name": "charge_card", "arguments": {**card, "card_last4": v["other_card"]}})) == {
-        "booking_ref": v["booking_ref"], "payment": "approved"}
-    assert env.answer(ToolCall("charge_card", card))["payment"] == "approved"       # past the path: its last answer
+        "booking_ref": v["booking_ref"], "booking": "confirmed"}
+    assert env.answer(ToolCall("charge_card", card))["booking"] == "confirmed"       # past the path: its last answer
     assert [a.failed for a in env.log] == [False] * 4
     booked, path = scenario_on(wf, "booking_confirmed")
     assert "payment_declined" not in path.nodes
-    assert Environment(wf, booked, path).answer(ToolCall("charge_card", card))["payment"] == "approved"
+    assert Environment(wf, booked, path).answer(ToolCall("charge_card", card))["booking"] == "confirmed"
     walked, path = scenario_on(wf, "walk_away")                 # a path that never pays: the first outcome
-    assert Environment(wf, walked, path).answer(ToolCall("charge_card", card))["payment"] == "approved"
+    assert Environment(wf, walked, path).answer(ToolCall("charge_card", card))["booking"] == "confirmed"
 
 
 @pytest.mark.parametrize("call, reason", [
@@ -118,7 +118,7 @@ def test_a_call_that_cannot_be_answered_is_an_error_the_agent_sees(wf, call, rea
     answer = env.answer(call)                                  # never raises
     assert answer == {"error": str(info.value)} and env.log[-1].failed
     assert env.answer({"name": "charge_card", "arguments": '{"card_last4": "1234", "special_request": "None."}'})[
-        "payment"] == "approved"
+        "booking"] == "confirmed"
 
 
 def test_a_handler_stands_in_for_the_scenario_and_its_failure_is_an_answer(wf):
@@ -146,7 +146,7 @@ def test_call_text_round_trips_and_tool_turns_are_told_apart(wf):
     assert call_in("<tool_call>\n{\"name\": \"charge_card\"") == '{"name": "charge_card"'      # cut off: still a call
     assert call_in("I'll book that now.") is None
     turns = [{"role": "user", "content": "Book it."}, {"role": "assistant", "content": call_text(call)},
-             {"role": "tool", "content": '{"payment": "approved"}'}, {"role": "assistant", "content": "Booked!"}]
+             {"role": "tool", "content": '{"booking": "confirmed"}'}, {"role": "assistant", "content": "Booked!"}]
     assert [is_tool_turn(m) for m in turns] == [False, True, True, False]
     assert without_tools(turns) == [turns[0], turns[3]]
 
@@ -162,8 +162,9 @@ def dialogues(wf, tmp_path_factory):
 
 def test_the_teacher_writes_each_call_its_answer_and_a_turn_that_uses_it(wf, dialogues):
     """Before an agent step that calls a tool: the call (the customer's values as said, a slip included) and the
-    environment's answer; the step's words then state what the answer holds. Payment: declined where the
-    path goes to payment_declined, approved where it goes on to a booking."""
+    environment's answer; the step's words then state what the answer holds. The booking: declined where the
+    path goes to payment_declined, confirmed where it goes on to a booking, referred where the specialists
+    take a special request."""
     from subterra.tools import call_in, without_tools
 
     outcomes = []
@@ -183,10 +184,10 @@ def test_the_teacher_writes_each_call_its_answer_and_a_turn_that_uses_it(wf, dia
                     assert str(answer["flight_number"]) in turns[k + 2]["content"] or \
                         str(answer["price"]) in turns[k + 2]["content"]
                 else:
-                    outcomes.append((node, answer["payment"]))
+                    outcomes.append((node, answer["booking"]))
         assert not any(call_in(m["content"]) for m in without_tools(row["messages"]) if m["role"] == "assistant")
-    assert {("payment_declined", "declined"), ("booking_confirmed", "approved")} <= set(outcomes)
-    assert all((node == "payment_declined") == (payment == "declined") for node, payment in outcomes)
+    assert set(outcomes) == {("payment_declined", "declined"), ("booking_confirmed", "confirmed"),
+                             ("specialist_handoff", "referred")}
 
 
 def test_the_loss_counts_the_agents_calls_never_the_tools_answers(dialogues):
@@ -201,7 +202,7 @@ def test_the_loss_counts_the_agents_calls_never_the_tools_answers(dialogues):
     assert trained.count("<tool_call>") == sum("<tool_call>" in m["content"] for m in row["messages"]) >= 3
 
 
-def test_the_controllers_call_their_tools_and_the_answer_decides_the_payment_branch(wf):
+def test_the_controllers_call_their_tools_and_the_answer_decides_the_card_branch(wf):
     """The oracle and the script controller call each step's tool themselves and speak with its answer; at the
     card, the charge's outcome picks the branch. Judged as a perfect agent is: 5 on every criterion."""
     from dataclasses import asdict
@@ -222,7 +223,7 @@ def test_the_controllers_call_their_tools_and_the_answer_decides_the_payment_bra
                 if m["role"] == "tool":
                     answer = json.loads(m["content"])
                     assert "error" not in answer and call_in(messages[k - 1]["content"])
-                    if answer.get("payment") == "declined":
+                    if answer.get("booking") == "declined":
                         declined += 1
                         assert "declined" in messages[k + 1]["content"], messages[k + 1]
         assert declined >= 2, condition.name
@@ -264,7 +265,7 @@ def test_a_bad_call_is_an_error_the_agent_sees_and_the_conversation_goes_on(wf, 
     assert t.error is None and t.messages[0]["content"] == bad and t.messages[1]["role"] == "tool"
     answer = json.loads(t.messages[1]["content"])
     if reason is None:
-        assert "error" in answer or "payment" in answer
+        assert "error" in answer or "booking" in answer
     else:
         assert reason in answer["error"]
     assert t.messages[2]["content"] == greeting and t.messages[3]["role"] == "user"     # the customer answers
@@ -380,7 +381,7 @@ def test_the_text_form_is_what_a_hermes_style_template_expects(dialogues):
     assert "<|im_start|>user\n<tool_response>\n{\"booking_ref\"" in text and "<|im_start|>tool" not in text
     ids, labels = encode_dialogue(tokenizer, row["messages"])
     trained = tokenizer.decode([t for t in labels if t != IGNORE])
-    assert "<tool_call>" in trained and "tool_response" not in trained and '"payment"' not in trained
+    assert "<tool_call>" in trained and "tool_response" not in trained and '"booking"' not in trained
 
 
 # --------------------------------------------------------------------------- frontier models: native tool use
@@ -442,7 +443,7 @@ def test_a_frontier_model_calls_natively_and_the_call_comes_back_in_the_text_for
     call = call_text(ToolCall("charge_card", PAID))
     first = Request(system="s", messages=[{"role": "user", "content": "Book it, card 0443."}], tools=(CHARGE,))
     then = Request(system="s", messages=first.messages + [{"role": "assistant", "content": call},
-                                                           {"role": "tool", "content": '{"payment": "approved"}'}],
+                                                           {"role": "tool", "content": '{"booking": "confirmed"}'}],
                    tools=(CHARGE,))
     made, spoke = asyncio.run(run_all(backend, [first, then]))
     assert read_call(wf, call_in(made.text)) == ToolCall("charge_card", PAID)
@@ -454,7 +455,7 @@ def test_a_frontier_model_calls_natively_and_the_call_comes_back_in_the_text_for
         use, result = body["messages"][1]["content"][0], body["messages"][2]["content"][0]
         assert (use["type"], use["name"], use["input"]) == ("tool_use", "charge_card", PAID)
         assert (result["type"], result["tool_use_id"], result["content"]) == (
-            "tool_result", use["id"], '{"payment": "approved"}')
+            "tool_result", use["id"], '{"booking": "confirmed"}')
     else:
         assert body["tools"] == [{"type": "function", "function": CHARGE}]
         assistant, tool = body["messages"][-2], body["messages"][-1]
@@ -531,7 +532,7 @@ def test_the_langgraph_router_goes_through_the_charge_and_routes_again_with_its_
                 {"role": "user", "content": "Yes, book it. Card ending 0378."}]
     turn = condition.respond(messages)
     assert call_in(turn.text) and condition.node == "booking_confirmed"          # provisional: it calls first
-    messages += [{"role": "assistant", "content": turn.text}, {"role": "tool", "content": '{"payment": "declined"}'}]
+    messages += [{"role": "assistant", "content": turn.text}, {"role": "tool", "content": '{"booking": "declined"}'}]
     turn = condition.respond(messages)
     assert condition.node == "payment_declined" and "declined" in turn.text
     routers = [r for r in backend.requests if r.tag == "langgraph-router"]
@@ -569,14 +570,14 @@ def test_the_lookup_and_branch_tables_see_what_a_compiled_model_without_tools_ca
     assert table.loc["wrong", "visits right"] == 0.0 and table.loc["wrong", "conversations right"] == 0.0
     assert table.loc["oracle", "on the tools' answers"] == 1.0 and table.loc["wrong", "on the tools' answers"] == 0.0
 
-    # the card step also decides between booking and the specialists (a special request): a wrong choice there
-    # is a wrong branch, but not one against the bank's answer
+    # the booking system's answer also says whether the specialists take a special request: handing over a
+    # booking it confirmed is a wrong branch, and one against its answer
     approved = next(t for t in oracle_runs if any(
         pair == ("confirm_booking", "booking_confirmed") for pair in zip(t["trace_nodes"], t["trace_nodes"][1:])))
     k = approved["trace_nodes"].index("booking_confirmed")
     handed = {**approved, "trace_nodes": approved["trace_nodes"][:k] + ["specialist_handoff"]}
     table = branch_table(wf, {"handed": [handed]}, "confirm_booking")
-    assert table.loc["handed", "conversations right"] == 0.0 and table.loc["handed", "on the tools' answers"] == 1.0
+    assert table.loc["handed", "conversations right"] == 0.0 and table.loc["handed", "on the tools' answers"] == 0.0
 
 
 def _with_price(transcript, price=3590):

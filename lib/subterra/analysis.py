@@ -609,9 +609,8 @@ def branch_table(workflow, transcripts: Mapping[str, list[dict]], hubs: str | Se
     A workflow with tools also gets ``on the tools' answers``: the conversations whose every branch taken at a
     hub agrees with what the tools had returned before it (the branch's condition, where it reads a returned
     value, holds for the answers; a branch taken before any call that returns it does not). That is the
-    decision the tools inform, apart from others made at the same step: travel_tools' card step also chooses
-    between booking and handing a special request to the specialists, which ``conversations right`` counts
-    and this does not."""
+    decision the tools inform, apart from others made at the same step (a branch that also reads what the
+    customer said: ``conversations right`` counts those, this does not)."""
     from .paths import enumerate_paths
     from .tools import answers_before
 

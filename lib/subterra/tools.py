@@ -4,7 +4,7 @@ A workflow may declare tools (a flight search, a card payment; docs/workflow-for
 turn that ``call``s one asks it before it speaks, and speaks with its answer in hand. :class:`Environment`
 plays the business's systems for one scenario: a look-up returns the scenario's values as they stand at
 that point of its path (the flight for the date the customer last asked for), an outcome returns what the
-path has there (the first charge declined, the second approved). A real deployment plugs in its own
+path has there (the first charge declined, the second confirmed). A real deployment plugs in its own
 functions (``handlers``) behind the same calls.
 
 Nothing a model writes can crash a conversation: a call that is not JSON, names no known tool, lacks an

@@ -94,8 +94,8 @@ class Condition:
 
     def reading(self, names: frozenset[str] | set[str]) -> "Condition | None":
         """The part of this condition that reads any of ``names``: its top-level ``and`` terms that do, as one
-        condition; None where none does. Of travel_tools' ``payment == 'approved' and special_request in [...]``,
-        read for what a tool returns: ``payment == 'approved'``."""
+        condition; None where none does. Of travel_tools' ``booking == 'confirmed' and special_request in [...]``,
+        read for what a tool returns: ``booking == 'confirmed'``."""
         body = self.tree.body
         terms = body.values if isinstance(body, ast.BoolOp) and isinstance(body.op, ast.And) else [body]
         kept = [t for t in terms if {n.id for n in ast.walk(t) if isinstance(n, ast.Name)} & names]
@@ -181,8 +181,9 @@ class Tool:
 
     ``arguments`` are the customer's values the call needs; ``results`` the values it looks up (variables or
     catalogue tables: the scenario's, as the business's systems would return them); ``outcome`` a name with
-    its own values (``payment``: approved or declined) that each call returns as the scenario's path has it
-    there (the first charge declined, the second approved), and that edges' checks may read.
+    its own values (travel_tools' ``booking``: confirmed, declined or referred) that each call returns as the
+    scenario's path has it there (the first charge declined, the second confirmed), and that edges' checks may
+    read.
     """
 
     name: str
@@ -221,7 +222,7 @@ class Workflow:
         return self.scenarios_from or self.name
 
     def outcomes(self) -> dict[str, Tool]:
-        """Outcome name -> the tool that returns it (``payment`` -> charge_card)."""
+        """Outcome name -> the tool that returns it (``booking`` -> charge_card)."""
         return {t.outcome: t for t in self.tools.values() if t.outcome}
 
     def returned(self) -> frozenset[str]:
@@ -231,7 +232,7 @@ class Workflow:
 
     def tool_hubs(self) -> frozenset[str]:
         """The customer's steps after which the agent's branch reads a value a tool returns (travel's card:
-        ``payment``; insurance's policy hubs: ``policy_status``, ``policy``): where an agent without the tool can
+        ``booking``; insurance's policy hubs: ``policy_status``, ``policy``): where an agent without the tool can
         only guess. A branch that is the customer's to take (leaving when the price found is over budget) is
         not one."""
         returned = self.returned()
