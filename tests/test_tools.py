@@ -574,10 +574,20 @@ def test_the_lookup_and_branch_tables_see_what_a_compiled_model_without_tools_ca
     # booking it confirmed is a wrong branch, and one against its answer
     approved = next(t for t in oracle_runs if any(
         pair == ("confirm_booking", "booking_confirmed") for pair in zip(t["trace_nodes"], t["trace_nodes"][1:])))
-    k = approved["trace_nodes"].index("booking_confirmed")
-    handed = {**approved, "trace_nodes": approved["trace_nodes"][:k] + ["specialist_handoff"]}
+    k_ok = approved["trace_nodes"].index("booking_confirmed")
+    handed = {**approved, "trace_nodes": approved["trace_nodes"][:k_ok] + ["specialist_handoff"]}
     table = branch_table(wf, {"handed": [handed]}, "confirm_booking")
     assert table.loc["handed", "conversations right"] == 0.0 and table.loc["handed", "on the tools' answers"] == 0.0
+
+    # a pass where the agent took none of the card's branches (the customer's correction read as the card's
+    # reply, then a new search) is a wrong turn, but not a decision against the bank: the later passes decide
+    k = declined["trace_nodes"].index("payment_declined")
+    searched = {**declined, "trace_nodes": declined["trace_nodes"][:k] + ["offer_flights"]
+                + declined["trace_nodes"][k + 1:]}
+    never = {**approved, "trace_nodes": approved["trace_nodes"][:k_ok] + ["offer_flights"]}
+    table = branch_table(wf, {"searched": [searched], "never": [never]}, "confirm_booking")
+    assert table.loc["searched", "conversations right"] == 0.0 and table.loc["searched", "on the tools' answers"] == 1.0
+    assert table.loc["never", "on the tools' answers"] == 0.0              # reached the card, never decided there
 
 
 def _with_price(transcript, price=3590):

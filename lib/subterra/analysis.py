@@ -606,11 +606,13 @@ def branch_table(workflow, transcripts: Mapping[str, list[dict]], hubs: str | Se
     answer says (the bank declined, the policy has lapsed); without, nothing in the conversation says it.
     ``visits`` counts each time a conversation passes a hub; ``conversations right``: every visit right.
 
-    A workflow with tools also gets ``on the tools' answers``: the conversations whose every branch taken at a
-    hub agrees with what the tools had returned before it (the branch's condition, where it reads a returned
-    value, holds for the answers; a branch taken before any call that returns it does not). That is the
-    decision the tools inform, apart from others made at the same step (a branch that also reads what the
-    customer said: ``conversations right`` counts those, this does not)."""
+    A workflow with tools also gets ``on the tools' answers``: the conversations that took one of a hub's
+    branches and whose every branch taken at a hub agrees with what the tools had returned before it (the
+    branch's condition, where it reads a returned value, holds for the answers; a branch taken before any call
+    that returns it does not). That is the decision the tools inform, apart from others made at the same step: a
+    branch that also reads what the customer said, or a pass where the agent took none of the hub's branches (a
+    customer's correction read as the hub's reply, after which the agent searched again): ``conversations
+    right`` counts those, this does not."""
     from .paths import enumerate_paths
     from .tools import answers_before
 
@@ -624,8 +626,6 @@ def branch_table(workflow, transcripts: Mapping[str, list[dict]], hubs: str | Se
              for e in workflow.edges if e.source in hubs}
 
     def on_answers(hub: str, step: str, known: dict, answers: dict) -> bool:
-        if (hub, step) not in reads:
-            return False                                            # not one of the hub's branches
         part = reads[hub, step]
         try:
             return part is None or part.evaluate({**known, **answers})
@@ -651,7 +651,9 @@ def branch_table(workflow, transcripts: Mapping[str, list[dict]], hubs: str | Se
             if returned:
                 known = {k: v for k, v in json.loads(t["scenario"])["values"].items() if k not in returned}
                 _, before = answers_before(t["messages"])          # a returned value counts once a tool said it
-                agreed += all(on_answers(nodes[k], nodes[k + 1], known, before[k + 1]) for k, _, _ in pairs)
+                decided = [(k, taken) for k, taken, _ in pairs if (nodes[k], taken) in reads]
+                agreed += bool(decided) and all(on_answers(nodes[k], taken, known, before[k + 1])
+                                                for k, taken in decided)
         row = {"condition": condition, "conversations": conversations, "visits": visits,
                "visits right": right / visits if visits else math.nan,
                "conversations right": all_right / conversations if conversations else math.nan}
