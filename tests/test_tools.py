@@ -581,7 +581,6 @@ def test_the_lookup_and_branch_tables_see_what_a_compiled_model_without_tools_ca
 
     # a pass where the agent took none of the card's branches (the customer's correction read as the card's
     # reply, then a new search) is a wrong turn, but not a decision against the bank: the later passes decide
-    k = declined["trace_nodes"].index("payment_declined")
     searched = {**declined, "trace_nodes": declined["trace_nodes"][:k] + ["offer_flights"]
                 + declined["trace_nodes"][k + 1:]}
     never = {**approved, "trace_nodes": approved["trace_nodes"][:k_ok] + ["offer_flights"]}

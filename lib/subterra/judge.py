@@ -277,8 +277,9 @@ class OfflineJudge:
 
     def against_answers(self, t: dict, values: dict) -> list[tuple[str, str]]:
         """The agent's branches (into an agent step) the conversation took that read what a tool returns (the
-        booking's outcome, a policy's status) but do not hold for the answer the tool gave before that turn, or were taken
-        with no answer at all. The customer's own choices (over budget, they leave) are theirs to make."""
+        booking's outcome, a policy's status) but do not hold for the answer the tool gave before that turn, or
+        were taken with no answer at all. The customer's own choices (over budget, they leave) are theirs to
+        make."""
         decided = self.returned
         if not decided:
             return []
